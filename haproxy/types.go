@@ -28,6 +28,7 @@ type Server struct {
 	OpUp      bool
 	OpState   int // raw srv_op_state: 0 stopped, 1 starting, 2 running, 3 stopping
 	Weight    int // current effective weight (show stat "weight")
+	UWeight   int // user weight, what "set server ... weight" sets (show servers state srv_uweight)
 	IWeight   int // initial (config) weight (show servers state srv_iweight)
 	CurConns  int // current sessions (show stat "scur")
 	Status    string
