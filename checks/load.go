@@ -1,0 +1,201 @@
+package checks
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/medic/couchwatch/couch"
+)
+
+// LoadConfig sets the load score's saturation points and the Degraded hysteresis.
+//
+// The load score of a node is the largest of its signals, each divided by its saturation
+// point and capped to 1: any one exhausted resource saturates a node. The signals are the
+// Erlang run queue and dirty-CPU run queue, the message queues of couch_server,
+// rexi_server, rexi_buffer and the 99th percentile of couch_file, the JavaScript
+// processes against the configured limit, active indexers and compactions, and the EWMA
+// of /_up latency. The score is smoothed across samples (Smoothing is the weight of the
+// newest sample) because run_queue jumps from 0 to 28 between consecutive samples under
+// load.
+type LoadConfig struct {
+	High       float64       `env:"COUCHWATCH_LOAD_HIGH, default=0.8"`
+	Low        float64       `env:"COUCHWATCH_LOAD_LOW, default=0.5"`
+	Sustain    time.Duration `env:"COUCHWATCH_LOAD_SUSTAIN, default=30s"`
+	Cooldown   time.Duration `env:"COUCHWATCH_LOAD_COOLDOWN, default=60s"`
+	Smoothing  float64       `env:"COUCHWATCH_LOAD_SMOOTHING, default=0.5"`
+	RunQueue   float64       `env:"COUCHWATCH_LOAD_RUN_QUEUE, default=16"`
+	DirtyCPU   float64       `env:"COUCHWATCH_LOAD_RUN_QUEUE_DIRTY_CPU, default=8"`
+	MsgQueue   float64       `env:"COUCHWATCH_LOAD_MESSAGE_QUEUE, default=1000"`
+	CouchFile  float64       `env:"COUCHWATCH_LOAD_COUCH_FILE_P99, default=100"`
+	JSProcs    float64       `env:"COUCHWATCH_JS_PROCESS_LIMIT, default=100"`
+	Tasks      float64       `env:"COUCHWATCH_LOAD_ACTIVE_TASKS, default=16"`
+	Latency    time.Duration `env:"COUCHWATCH_LOAD_LATENCY, default=250ms"`
+	LatencyEWM float64       `env:"COUCHWATCH_LATENCY_SMOOTHING, default=0.3"`
+}
+
+// Validate reports every problem at once.
+func (c LoadConfig) Validate() error {
+	var errs []error
+	frac := func(name string, v float64) {
+		if !(v > 0 && v <= 1) {
+			errs = append(errs, fmt.Errorf("%s must be in (0,1], got %v", name, v))
+		}
+	}
+	frac("COUCHWATCH_LOAD_HIGH", c.High)
+	frac("COUCHWATCH_LOAD_LOW", c.Low)
+	frac("COUCHWATCH_LOAD_SMOOTHING", c.Smoothing)
+	frac("COUCHWATCH_LATENCY_SMOOTHING", c.LatencyEWM)
+	if c.Low > c.High {
+		errs = append(errs, fmt.Errorf("COUCHWATCH_LOAD_LOW (%v) must not exceed COUCHWATCH_LOAD_HIGH (%v)", c.Low, c.High))
+	}
+	for _, p := range []struct {
+		name string
+		v    float64
+	}{
+		{"COUCHWATCH_LOAD_RUN_QUEUE", c.RunQueue},
+		{"COUCHWATCH_LOAD_RUN_QUEUE_DIRTY_CPU", c.DirtyCPU},
+		{"COUCHWATCH_LOAD_MESSAGE_QUEUE", c.MsgQueue},
+		{"COUCHWATCH_LOAD_COUCH_FILE_P99", c.CouchFile},
+		{"COUCHWATCH_JS_PROCESS_LIMIT", c.JSProcs},
+		{"COUCHWATCH_LOAD_ACTIVE_TASKS", c.Tasks},
+	} {
+		if !(p.v > 0) {
+			errs = append(errs, fmt.Errorf("%s must be > 0, got %v", p.name, p.v))
+		}
+	}
+	if c.Latency <= 0 {
+		errs = append(errs, fmt.Errorf("COUCHWATCH_LOAD_LATENCY must be > 0, got %s", c.Latency))
+	}
+	if c.Sustain < 0 || c.Cooldown < 0 {
+		errs = append(errs, errors.New("COUCHWATCH_LOAD_SUSTAIN and COUCHWATCH_LOAD_COOLDOWN must be >= 0"))
+	}
+	return errors.Join(errs...)
+}
+
+// Signals are the raw inputs of the load score.
+type Signals struct {
+	RunQueue      float64
+	DirtyCPU      float64
+	CouchServer   float64
+	RexiServer    float64
+	RexiBuffer    float64
+	CouchFileP99  float64
+	JSProcs       float64
+	Tasks         map[string]float64 // by TaskType
+	LatencyEWMA   time.Duration
+	HaveSystem    bool
+	HaveTasks     bool
+	HaveLatencies bool
+}
+
+// SignalsFrom gathers the signals of one node's replies; sys and tasks may be nil.
+func SignalsFrom(sys *couch.System, tasks []couch.ActiveTask, latency time.Duration) Signals {
+	s := Signals{LatencyEWMA: latency, HaveLatencies: latency > 0}
+	if sys != nil {
+		s.HaveSystem = true
+		s.RunQueue = float64(sys.RunQueue)
+		s.DirtyCPU = float64(sys.RunQueueDirtyCPU)
+		s.JSProcs = float64(sys.OSProcCount)
+		q := sys.MessageQueues
+		s.CouchServer = float64(q["couch_server"])
+		s.RexiServer = float64(q["rexi_server"])
+		s.RexiBuffer = float64(q["rexi_buffer"])
+		s.CouchFileP99 = float64(q["couch_file_p99"])
+	}
+	if tasks != nil {
+		s.HaveTasks = true
+		s.Tasks = make(map[string]float64, len(taskNames))
+		for _, t := range tasks {
+			s.Tasks[TaskType(t.Type)]++
+		}
+	}
+	return s
+}
+
+// TaskType folds an /_active_tasks type into the bounded set used as a metric label.
+func TaskType(t string) string {
+	switch t {
+	case "indexer", "database_compaction", "view_compaction", "replication":
+		return t
+	}
+	return "other"
+}
+
+// Score maps signals to [0,1]: the largest signal relative to its saturation point.
+// It also returns the name of that signal, for logs and reasons.
+func (c LoadConfig) Score(s Signals) (float64, string) {
+	best, name := 0.0, "none"
+	take := func(n string, v, limit float64) {
+		if limit <= 0 {
+			return
+		}
+		if r := v / limit; r > best {
+			best, name = r, n
+		}
+	}
+	if s.HaveSystem {
+		take("run_queue", s.RunQueue, c.RunQueue)
+		take("run_queue_dirty_cpu", s.DirtyCPU, c.DirtyCPU)
+		take("couch_server", s.CouchServer, c.MsgQueue)
+		take("rexi_server", s.RexiServer, c.MsgQueue)
+		take("rexi_buffer", s.RexiBuffer, c.MsgQueue)
+		take("couch_file_p99", s.CouchFileP99, c.CouchFile)
+		take("os_proc_count", s.JSProcs, c.JSProcs)
+	}
+	if s.HaveTasks {
+		take("active_tasks", s.Tasks["indexer"]+s.Tasks["database_compaction"]+s.Tasks["view_compaction"], c.Tasks)
+	}
+	if s.HaveLatencies {
+		take("latency", s.LatencyEWMA.Seconds(), c.Latency.Seconds())
+	}
+	if math.IsNaN(best) || best < 0 {
+		best = 0
+	}
+	return math.Min(best, 1), name
+}
+
+// loadTracker smooths the score and applies the Degraded hysteresis: Degraded after the
+// smoothed score stays >= High for Sustain, back after it stays < Low for Cooldown.
+type loadTracker struct {
+	score      float64
+	known      bool
+	degraded   bool
+	aboveSince time.Time // zero while below High
+	belowSince time.Time // zero while >= Low
+}
+
+// observe feeds one raw score taken at now and reports whether Degraded changed.
+func (t *loadTracker) observe(c LoadConfig, raw float64, now time.Time) bool {
+	if !t.known {
+		t.score, t.known = raw, true
+	} else {
+		t.score = c.Smoothing*raw + (1-c.Smoothing)*t.score
+	}
+	if t.score >= c.High {
+		if t.aboveSince.IsZero() {
+			t.aboveSince = now
+		}
+	} else {
+		t.aboveSince = time.Time{}
+	}
+	if t.score < c.Low {
+		if t.belowSince.IsZero() {
+			t.belowSince = now
+		}
+	} else {
+		t.belowSince = time.Time{}
+	}
+	was := t.degraded
+	switch {
+	case !t.degraded && !t.aboveSince.IsZero() && now.Sub(t.aboveSince) >= c.Sustain:
+		t.degraded = true
+	case t.degraded && !t.belowSince.IsZero() && now.Sub(t.belowSince) >= c.Cooldown:
+		t.degraded = false
+	}
+	return was != t.degraded
+}
+
+// forget drops what is known, e.g. when the node goes down.
+func (t *loadTracker) forget() { *t = loadTracker{} }

@@ -1,0 +1,438 @@
+package checks
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/utils/clock"
+
+	"github.com/medic/couchwatch/couch"
+)
+
+// Observation is what one check learnt about a node. Only the fields of the check that ran
+// are set.
+type Observation struct {
+	Up         *couch.Up
+	Membership *couch.Membership
+	System     *couch.System
+	Tasks      []couch.ActiveTask
+}
+
+// Func is one check. The runner owns everything around it: deadline, timing, metrics,
+// logging and hysteresis. A failing check is data (an error), not a program error.
+type Func func(ctx context.Context, n *couch.Node) (Observation, error)
+
+// CheckUp asks the node's /_up.
+func CheckUp(ctx context.Context, n *couch.Node) (Observation, error) {
+	up, err := n.Up(ctx)
+	return Observation{Up: &up}, err
+}
+
+// CheckMembership asks the node's /_membership.
+func CheckMembership(ctx context.Context, n *couch.Node) (Observation, error) {
+	m, err := n.Membership(ctx)
+	return Observation{Membership: &m}, err
+}
+
+// CheckSystem asks the node's own /_node/_local/_system (never a peer's: a hung peer
+// blocks that call for 20 s and more).
+func CheckSystem(ctx context.Context, n *couch.Node) (Observation, error) {
+	s, err := n.System(ctx)
+	return Observation{System: &s}, err
+}
+
+// CheckActiveTasks asks the node's /_active_tasks.
+func CheckActiveTasks(ctx context.Context, n *couch.Node) (Observation, error) {
+	t, err := n.ActiveTasks(ctx)
+	return Observation{Tasks: t}, err
+}
+
+// Status is a node's state as the policy sees it.
+type Status struct {
+	Node     string // COUCHDB_SERVERS name
+	Verdict  Verdict
+	Reason   string
+	Since    time.Time // verdict since
+	Verified bool      // just passed its checks (see nodeState.verified)
+
+	UpStatus    couch.UpStatus // last /_up status answered, "" if none
+	LastProbe   time.Time
+	LatencyEWMA time.Duration
+	Score       float64 // smoothed load score; valid if ScoreKnown
+	ScoreKnown  bool
+	ScoreSignal string // the signal that sets the score
+	Signals     Signals
+
+	ErlangName   string   // from /_node/_local
+	Disagreement bool     // answers /_up but missing from a peer's all_nodes
+	MissingFrom  []string // the peers (Erlang names) that do not list it
+}
+
+// Runner probes every node on its own schedule and keeps one Status per node.
+type Runner struct {
+	cfg     Config
+	log     *slog.Logger
+	m       *Metrics
+	clk     clock.Clock
+	nodes   []*runNode
+	changed chan struct{}
+
+	mu       sync.Mutex
+	clusterN int
+}
+
+type runNode struct {
+	n    *couch.Node
+	poke chan struct{}
+
+	// guarded by Runner.mu
+	st      nodeState
+	status  Status
+	signals Signals
+	tasks   []couch.ActiveTask
+	members *couch.Membership
+}
+
+// NewRunner returns a runner for nodes. clk may be nil (real time).
+func NewRunner(cfg Config, nodes []*couch.Node, log *slog.Logger, m *Metrics, clk clock.Clock) *Runner {
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	r := &Runner{cfg: cfg, log: log, m: m, clk: clk, changed: make(chan struct{}, 1)}
+	now := clk.Now()
+	for _, n := range nodes {
+		rn := &runNode{n: n, poke: make(chan struct{}, 1), st: newNodeState(cfg.Rise, cfg.Fall)}
+		rn.status = Status{Node: n.Name(), Verdict: Unknown, Reason: "not enough probes yet", Since: now}
+		r.nodes = append(r.nodes, rn)
+		m.initNode(n.Name())
+	}
+	return r
+}
+
+// Changed receives a value whenever a verdict changes (coalesced).
+func (r *Runner) Changed() <-chan struct{} { return r.changed }
+
+// ClusterN is the cluster's n as last read, 0 if unknown.
+func (r *Runner) ClusterN() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.clusterN
+}
+
+// Snapshot returns the status of every node, in configuration order.
+func (r *Runner) Snapshot() []Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.clk.Now()
+	out := make([]Status, len(r.nodes))
+	for i, rn := range r.nodes {
+		s := rn.status
+		s.Verified = rn.st.verified(now, r.maxProbeAge())
+		s.MissingFrom = slices.Clone(s.MissingFrom)
+		out[i] = s
+	}
+	return out
+}
+
+// maxProbeAge is how old the last ok may be for a node to count as verified.
+func (r *Runner) maxProbeAge() time.Duration { return 2*r.cfg.Interval + r.cfg.Timeout }
+
+// Run probes until ctx ends.
+func (r *Runner) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, rn := range r.nodes {
+		wg.Add(2)
+		go func() { defer wg.Done(); r.upLoop(ctx, rn) }()
+		go func() { defer wg.Done(); r.systemLoop(ctx, rn) }()
+		if r.cfg.Hold {
+			wg.Add(1)
+			go func() { defer wg.Done(); r.holdLoop(ctx, rn) }()
+		}
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); r.membershipLoop(ctx) }()
+	wg.Wait()
+	return ctx.Err()
+}
+
+// probe runs f with its own deadline and records duration and failures.
+func (r *Runner) probe(ctx context.Context, rn *runNode, name string, f Func, timeout time.Duration) (Observation, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := r.clk.Now()
+	obs, err := f(ctx, rn.n)
+	d := r.clk.Since(start)
+	r.m.duration.WithLabelValues(rn.n.Name(), name).Observe(d.Seconds())
+	if err != nil {
+		r.m.failures.WithLabelValues(rn.n.Name(), name, string(couch.Classify(err))).Inc()
+	}
+	return obs, d, err
+}
+
+// wait sleeps d, or until poked or ctx ends; it reports false when ctx ended.
+func (r *Runner) wait(ctx context.Context, d time.Duration, poke <-chan struct{}) bool {
+	t := r.clk.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C():
+	case <-poke:
+	}
+	return true
+}
+
+func (r *Runner) upLoop(ctx context.Context, rn *runNode) {
+	for {
+		obs, d, err := r.probe(ctx, rn, ProbeUp, CheckUp, r.cfg.Timeout)
+		if ctx.Err() != nil {
+			return
+		}
+		var up couch.Up
+		if obs.Up != nil {
+			up = *obs.Up
+		}
+		fast := r.recordUp(rn, up, d, err)
+		next := r.cfg.Interval
+		if fast {
+			next = r.cfg.FastInterval
+		}
+		if !r.wait(ctx, next, rn.poke) {
+			return
+		}
+	}
+}
+
+// recordUp feeds one /_up result to the node's state machine and reports whether the
+// node is in transition (probe again at the fast interval, like HAProxy's fastinter).
+func (r *Runner) recordUp(rn *runNode, up couch.Up, d time.Duration, err error) bool {
+	name := rn.n.Name()
+	r.mu.Lock()
+	now := r.clk.Now()
+	rn.st.observeUp(up, err, now)
+	rn.status.LastProbe = now
+	if err == nil {
+		rn.status.UpStatus = up.Status
+		a := r.cfg.Load.LatencyEWM
+		if rn.status.LatencyEWMA == 0 {
+			rn.status.LatencyEWMA = d
+		} else {
+			rn.status.LatencyEWMA = time.Duration(a*float64(d) + (1-a)*float64(rn.status.LatencyEWMA))
+		}
+		r.m.latency.WithLabelValues(name).Set(rn.status.LatencyEWMA.Seconds())
+	}
+	if err == nil && up.Status == couch.StatusOK {
+		r.m.up.WithLabelValues(name).Set(1)
+	} else {
+		r.m.up.WithLabelValues(name).Set(0)
+	}
+	if rn.st.base == Down {
+		rn.status.ScoreKnown, rn.status.Score = false, 0
+	}
+	changed := r.updateVerdictLocked(rn, now)
+	fast := (rn.st.failRun > 0 && rn.st.base != Down) || (rn.st.okRun > 0 && rn.st.okRun < r.cfg.Rise && rn.st.base != Up) ||
+		(rn.st.maint != "" && rn.st.okStatusRun > 0)
+	r.mu.Unlock()
+	if changed {
+		r.notify()
+	}
+	return fast
+}
+
+// updateVerdictLocked recomputes the verdict and logs and counts a change.
+func (r *Runner) updateVerdictLocked(rn *runNode, now time.Time) bool {
+	v, reason := rn.st.verdict()
+	if v == Degraded {
+		reason = "saturated: load score " + strconv.FormatFloat(rn.status.Score, 'f', 2, 64) + " (" + rn.status.ScoreSignal + ")"
+	}
+	old := rn.status.Verdict
+	rn.status.Reason = reason
+	if v == old {
+		return false
+	}
+	rn.status.Verdict, rn.status.Since = v, now
+	r.m.setVerdict(rn.n.Name(), v)
+	r.log.Info("node verdict changed", "node", rn.n.Name(), "from", old.String(), "to", v.String(), "reason", reason)
+	return true
+}
+
+func (r *Runner) notify() {
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+// holdLoop keeps a TCP connection open to the node; when the node's kernel closes it (a
+// crash), the node is probed at once instead of at the next interval.
+func (r *Runner) holdLoop(ctx context.Context, rn *runNode) {
+	backoff := r.cfg.FastInterval
+	const maxBackoff = 5 * time.Second
+	for {
+		start := r.clk.Now()
+		err := rn.n.Hold(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		select {
+		case rn.poke <- struct{}{}:
+		default:
+		}
+		if r.clk.Since(start) > time.Second {
+			backoff = r.cfg.FastInterval
+		} else {
+			backoff = min(2*backoff, maxBackoff)
+		}
+		r.log.Debug("held connection closed", "node", rn.n.Name(), "err", err)
+		if !r.wait(ctx, backoff, nil) {
+			return
+		}
+	}
+}
+
+// systemLoop samples the node's saturation signals.
+func (r *Runner) systemLoop(ctx context.Context, rn *runNode) {
+	for {
+		if !r.wait(ctx, r.cfg.SystemInterval, nil) {
+			return
+		}
+		r.mu.Lock()
+		down := rn.st.base != Up
+		r.mu.Unlock()
+		if down {
+			continue
+		}
+		sysObs, _, sysErr := r.probe(ctx, rn, ProbeSystem, CheckSystem, r.cfg.SystemTimeout)
+		taskObs, _, taskErr := r.probe(ctx, rn, ProbeActiveTasks, CheckActiveTasks, r.cfg.SystemTimeout)
+		if ctx.Err() != nil {
+			return
+		}
+		if sysErr != nil {
+			r.log.Debug("system probe failed", "node", rn.n.Name(), "err", sysErr)
+			continue // keep the last score: a failed sample says nothing about load
+		}
+		var tasks []couch.ActiveTask
+		if taskErr == nil {
+			tasks = taskObs.Tasks
+			if tasks == nil {
+				tasks = []couch.ActiveTask{}
+			}
+		}
+		r.recordSystem(rn, sysObs.System, tasks)
+	}
+}
+
+func (r *Runner) recordSystem(rn *runNode, sys *couch.System, tasks []couch.ActiveTask) {
+	r.mu.Lock()
+	now := r.clk.Now()
+	sig := SignalsFrom(sys, tasks, rn.status.LatencyEWMA)
+	raw, signal := r.cfg.Load.Score(sig)
+	rn.st.load.observe(r.cfg.Load, raw, now)
+	rn.status.Score, rn.status.ScoreKnown, rn.status.ScoreSignal = rn.st.load.score, true, signal
+	rn.status.Signals = sig
+	r.m.setSignals(rn.n.Name(), sig, rn.st.load.score)
+	changed := r.updateVerdictLocked(rn, now)
+	r.mu.Unlock()
+	if changed {
+		r.notify()
+	}
+}
+
+// membershipLoop asks every node for its membership (and once for its Erlang name and
+// the cluster's n) and compares the answers.
+func (r *Runner) membershipLoop(ctx context.Context) {
+	for {
+		r.membershipPass(ctx)
+		if !r.wait(ctx, r.cfg.MembershipInterval, nil) {
+			return
+		}
+	}
+}
+
+func (r *Runner) membershipPass(ctx context.Context) {
+	type answer struct {
+		name string
+		m    *couch.Membership
+		n    int
+	}
+	answers := make([]answer, len(r.nodes))
+	var wg sync.WaitGroup
+	for i, rn := range r.nodes {
+		r.mu.Lock()
+		name := rn.status.ErlangName
+		r.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pctx, cancel := context.WithTimeout(ctx, r.cfg.SystemTimeout)
+			defer cancel()
+			if name == "" {
+				if got, err := rn.n.LocalName(pctx); err == nil {
+					name = got
+				}
+			}
+			answers[i].name = name
+			if obs, _, err := r.probe(ctx, rn, ProbeMembership, CheckMembership, r.cfg.SystemTimeout); err == nil {
+				answers[i].m = obs.Membership
+			}
+			if v, err := rn.n.ConfigValue(pctx, "cluster", "n"); err == nil {
+				if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n > 0 {
+					answers[i].n = n
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, rn := range r.nodes {
+		rn.status.ErlangName = answers[i].name
+		rn.members = answers[i].m
+		if answers[i].n > 0 {
+			r.clusterN = answers[i].n
+		}
+	}
+	r.m.clusterN.Set(float64(r.clusterN))
+	for _, rn := range r.nodes {
+		copies := 0
+		if r.clusterN > 0 {
+			copies = r.clusterN - 1
+		}
+		r.m.copiesAfterLs.WithLabelValues(rn.n.Name()).Set(float64(copies))
+	}
+	for i, rn := range r.nodes {
+		me := rn.status.ErlangName
+		var missing []string
+		if me != "" && rn.st.base == Up {
+			for j, peer := range r.nodes {
+				if i == j || peer.members == nil || peer.st.base != Up {
+					continue
+				}
+				if !slices.Contains(peer.members.AllNodes, me) {
+					missing = append(missing, peer.status.ErlangName)
+				}
+			}
+		}
+		was := rn.status.Disagreement
+		rn.status.Disagreement = len(missing) > 0
+		rn.status.MissingFrom = missing
+		val := 0.0
+		if rn.status.Disagreement {
+			val = 1
+		}
+		r.m.disagreement.WithLabelValues(rn.n.Name()).Set(val)
+		if was != rn.status.Disagreement {
+			r.log.Warn("membership disagreement changed", "node", rn.n.Name(), "disagreement", rn.status.Disagreement,
+				"reason", "missing from all_nodes of "+strings.Join(missing, ","))
+		}
+	}
+}
