@@ -102,9 +102,15 @@ func exchange(ctx context.Context, path string, timeout time.Duration, cmds []st
 	return replies[1:], nil
 }
 
+// ctxErr makes a deadline hit on the connection match context.DeadlineExceeded (the
+// connection's deadline is the context's, and may fire a moment before it).
 func ctxErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("%w (%w)", ctx.Err(), err)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("%w (%w)", context.DeadlineExceeded, err)
 	}
 	return err
 }
