@@ -195,6 +195,10 @@ func decodeStrict(r io.Reader, v any) error {
 // jsonInt reads a JSON number as an int64; fractions are truncated, out-of-range
 // values saturate.
 func jsonInt(raw json.RawMessage) (int64, error) {
+	raw = bytes.TrimLeft(raw, " \t\r\n")
+	if len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) {
+		return 0, errors.New("not a number")
+	}
 	var n json.Number
 	if err := json.Unmarshal(raw, &n); err != nil || n == "" {
 		return 0, errors.New("not a number")
