@@ -171,9 +171,15 @@ func start(dir string, opt Options) (*Proc, error) {
 		p.err = p.cmd.Wait()
 		close(p.done)
 	}()
-	if _, err := p.waitWorker(0); err != nil {
+	if _, err := p.waitWorker(0, nil); err != nil {
 		_ = p.Close()
 		return nil, fmt.Errorf("haproxy did not start: %w\n%s", err, p.out.String())
+	}
+	// The master handles signals in the same loop that serves its CLI: once the CLI
+	// answers, a SIGUSR2 is no longer lost.
+	if err := p.waitMaster(); err != nil {
+		_ = p.Close()
+		return nil, fmt.Errorf("haproxy master not ready: %w\n%s", err, p.out.String())
 	}
 	return p, nil
 }
@@ -301,11 +307,31 @@ func (p *Proc) workerPid() (int, error) {
 	return 0, fmt.Errorf("no Pid in show info: %q", out)
 }
 
-// waitWorker waits until a worker other than old answers on the admin socket.
-func (p *Proc) waitWorker(old int) (int, error) {
+func (p *Proc) waitMaster() error {
 	deadline := time.Now().Add(p.timeout)
 	var last error
 	for time.Now().Before(deadline) {
+		out, err := exchange(p.master, "show proc;quit", time.Second)
+		if err == nil && strings.Contains(out, "worker") {
+			return nil
+		}
+		last = fmt.Errorf("show proc: %q, %v", out, err)
+		time.Sleep(20 * time.Millisecond) // polling a condition with a deadline
+	}
+	return fmt.Errorf("timeout after %s: %v", p.timeout, last)
+}
+
+// waitWorker waits until a worker other than old answers on the admin socket,
+// calling nudge (if any) every second while it waits.
+func (p *Proc) waitWorker(old int, nudge func()) (int, error) {
+	deadline := time.Now().Add(p.timeout)
+	nextNudge := time.Now().Add(time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		if nudge != nil && time.Now().After(nextNudge) {
+			nudge()
+			nextNudge = time.Now().Add(time.Second)
+		}
 		select {
 		case <-p.done:
 			return 0, fmt.Errorf("haproxy exited: %v", p.err)
@@ -332,10 +358,18 @@ func (p *Proc) Reload() error {
 	if err != nil {
 		return fmt.Errorf("haproxytest: reload: current worker: %w", err)
 	}
+	reloads := strings.Count(p.Output(), "Reloading HAProxy")
 	if err := p.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
 		return fmt.Errorf("haproxytest: reload: %w", err)
 	}
-	if _, err := p.waitWorker(old); err != nil {
+	resend := func() {
+		// A signal that arrived while the master was busy may be lost: send it
+		// again while no reload has started.
+		if strings.Count(p.Output(), "Reloading HAProxy") == reloads {
+			_ = p.cmd.Process.Signal(syscall.SIGUSR2)
+		}
+	}
+	if _, err := p.waitWorker(old, resend); err != nil {
 		return fmt.Errorf("haproxytest: reload: %w", err)
 	}
 	return nil
