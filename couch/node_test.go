@@ -3,6 +3,8 @@ package couch_test
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -226,7 +228,10 @@ func TestNodeFailures(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			c := startCluster(t, 1)
-			const timeout = 300 * time.Millisecond
+			timeout := 3 * time.Second // generous: only the hang cases should hit it
+			if tc.want == couch.ReasonTimeout {
+				timeout = 300 * time.Millisecond
+			}
 			n := newNode(t, c, 0, couch.Options{User: "medic", Password: password, Timeout: timeout})
 			if _, err := n.Up(context.Background()); err != nil { // log in and keep a connection
 				t.Fatal(err)
@@ -344,4 +349,30 @@ func TestNewNodeRejects(t *testing.T) {
 	if _, err := couch.NewNode(couch.Target{Name: "x"}, couch.Options{}); err == nil {
 		t.Error("nil URL: no error")
 	}
+}
+
+func TestNodeBodyCapWithoutContentLength(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		chunk := []byte(strings.Repeat(" ", 64<<10))
+		for range 32 { // 2 MiB, chunked: no Content-Length to refuse early
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+		}
+	}))
+	defer srv.Close()
+	targets, err := couch.ParseServers(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := couch.NewNode(targets[0], couch.Options{MaxBody: 1 << 20, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = n.System(context.Background())
+	checkErr(t, err, couch.ReasonTooLarge)
+	_, err = n.Membership(context.Background()) // through kivik
+	checkErr(t, err, couch.ReasonTooLarge)
 }
