@@ -40,8 +40,9 @@ func parseServersState(backend, text string) ([]Server, error) {
 	if !ok {
 		return nil, fmt.Errorf("show servers state: %w: no header line", ErrMalformed)
 	}
+	header := strings.Fields(head)
 	cols := map[string]int{}
-	for i, c := range strings.Fields(head) {
+	for i, c := range header {
 		cols[c] = i
 	}
 	for _, c := range []string{"be_name", "srv_name", "srv_addr", "srv_op_state", "srv_admin_state", "srv_uweight", "srv_iweight", "srv_port"} {
@@ -52,8 +53,8 @@ func parseServersState(backend, text string) ([]Server, error) {
 	var out []Server
 	for n, l := range lines[2:] {
 		f := strings.Fields(l)
-		if len(f) != len(cols) {
-			return nil, fmt.Errorf("show servers state: %w: line %d has %d fields, want %d", ErrMalformed, n+3, len(f), len(cols))
+		if len(f) != len(header) {
+			return nil, fmt.Errorf("show servers state: %w: line %d has %d fields, want %d", ErrMalformed, n+3, len(f), len(header))
 		}
 		if f[cols["be_name"]] != backend {
 			return nil, fmt.Errorf("show servers state: %w: line %d is for backend %q", ErrMalformed, n+3, f[cols["be_name"]])
@@ -109,15 +110,18 @@ func parseStat(backend, text string) (map[string]statRow, error) {
 	for i, c := range recs[0] {
 		cols[c] = i
 	}
+	need := 0 // fields a row needs to hold every column read
 	for _, c := range []string{"pxname", "svname", "scur", "status", "weight", "check_status", "agent_status"} {
-		if _, ok := cols[c]; !ok {
+		i, ok := cols[c]
+		if !ok {
 			return nil, fmt.Errorf("show stat: %w: no column %s", ErrMalformed, c)
 		}
+		need = max(need, i+1)
 	}
 	out := map[string]statRow{}
 	for n, rec := range recs[1:] {
-		if len(rec) < len(recs[0])-1 {
-			return nil, fmt.Errorf("show stat: %w: line %d has %d fields, want %d", ErrMalformed, n+2, len(rec), len(recs[0]))
+		if len(rec) < need {
+			return nil, fmt.Errorf("show stat: %w: line %d has %d fields, want at least %d", ErrMalformed, n+2, len(rec), need)
 		}
 		if rec[cols["pxname"]] != backend {
 			return nil, fmt.Errorf("show stat: %w: line %d is for proxy %q", ErrMalformed, n+2, rec[cols["pxname"]])

@@ -71,8 +71,9 @@ type Desired struct {
 
 // Budget limits what a single Plan may take out of rotation.
 type Budget struct {
-	// MinReady is the number of servers that must stay ready (not drain/maint) and
-	// operationally up; never below 1.
+	// MinReady is the number of servers whose admin state must stay ready (not
+	// drain/maint) after a plan; values below 1 mean 1. Plan counts admin state
+	// only: HAProxy's own op state is not consulted.
 	MinReady int
 }
 
