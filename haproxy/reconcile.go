@@ -43,22 +43,30 @@ func NewReconciler(rt *Runtime, b Budget, log *slog.Logger, m *Metrics) *Reconci
 // Reconcile runs one pass. In dry-run mode it logs the commands instead of sending
 // them. Error replies from HAProxy are returned (joined), each naming its command.
 func (r *Reconciler) Reconcile(ctx context.Context, d Desired) (Result, error) {
+	return r.ReconcileWith(ctx, func(Observed) Desired { return d })
+}
+
+// ReconcileWith is Reconcile where the desired state depends on what HAProxy reports
+// (connections left on a draining server, addresses to map nodes by): decide is called
+// once with the state just read, and the pass reads HAProxy only once. The backend read
+// is Config.Backend.
+func (r *Reconciler) ReconcileWith(ctx context.Context, decide func(Observed) Desired) (Result, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	start := time.Now()
 	defer func() { r.m.ReconcileDuration.Observe(time.Since(start).Seconds()) }()
 
-	if d.Backend == "" {
-		d.Backend = r.rt.cfg.Backend
-	}
-	obs, err := r.rt.State(ctx, d.Backend)
+	backend := r.rt.cfg.Backend
+	obs, err := r.rt.State(ctx, backend)
 	if err != nil {
 		r.m.Up.Set(0)
 		r.m.ReconcileErrors.Inc()
-		return Result{}, fmt.Errorf("reconcile %s: %w", d.Backend, err)
+		return Result{}, fmt.Errorf("reconcile %s: %w", backend, err)
 	}
 	r.m.Up.Set(1)
 	r.observe(obs)
+	d := decide(obs)
+	d.Backend = backend
 
 	cmds, skips := Plan(d, obs, r.b)
 	res := Result{Observed: obs, Commands: cmds, Skipped: skips}
