@@ -1,0 +1,14 @@
+// Command kube-scheduler is the upstream scheduler, built from Go modules for
+// end-to-end tests of scheduling decisions.
+package main
+
+import (
+	"os"
+
+	"k8s.io/component-base/cli"
+	"k8s.io/kubernetes/cmd/kube-scheduler/app"
+)
+
+func main() {
+	os.Exit(cli.Run(app.NewSchedulerCommand()))
+}

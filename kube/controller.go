@@ -1,0 +1,489 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/utils/clock"
+)
+
+// resync re-asserts the flags this often even without any change, so a flag
+// someone removed by hand comes back.
+const resync = 30 * time.Second
+
+// Controller flags Kubernetes nodes whose CouchDB is saturated.
+type Controller struct {
+	cfg      Config
+	ns       string
+	identity string
+	client   kubernetes.Interface
+	log      *slog.Logger
+	m        *Metrics
+	clk      clock.Clock
+	targets  []target
+	evictSel labels.Selector
+	podSel   labels.Selector
+
+	mu    sync.Mutex // guards track
+	track *tracker
+
+	kick   chan struct{} // one pending pass, latest wins
+	leader atomic.Bool
+
+	// Leader state: only touched while holding leadMu.
+	leadMu  sync.Mutex
+	guard   guard
+	dry     map[string]bool // dry-run: the flag state we pretend to have written
+	refused string          // last budget refusal logged
+	nodes   corelisters.NodeLister
+	pods    corelisters.PodLister
+	slices  discoverylisters.EndpointSliceLister
+	writer  *nodeWriter
+}
+
+// NewController validates cfg and maps every COUCHDB_SERVERS host to a Service
+// in the watched namespace.
+func NewController(cfg Config, client kubernetes.Interface, servers []string, log *slog.Logger, m *Metrics, clk clock.Clock) (*Controller, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("kube config: %w", err)
+	}
+	if client == nil {
+		return nil, errors.New("kube: nil client")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	id, err := cfg.identity()
+	if err != nil {
+		return nil, err
+	}
+	c := &Controller{
+		cfg:      cfg,
+		ns:       cfg.namespace(),
+		identity: id,
+		client:   client,
+		log:      log,
+		m:        m,
+		clk:      clk,
+		kick:     make(chan struct{}, 1),
+		guard:    guard{maxFlagged: cfg.MaxFlagged, dryRun: cfg.DryRun},
+	}
+	c.evictSel, _ = labels.Parse(cfg.EvictSelector) // checked by Validate
+	c.podSel, _ = labels.Parse(cfg.PodSelector)
+	var errs []error
+	var names []string
+	for _, s := range servers {
+		t, err := parseServer(s, c.ns)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("COUCHDB_SERVERS: %w", err))
+			continue
+		}
+		if t.Namespace != c.ns {
+			errs = append(errs, fmt.Errorf("COUCHDB_SERVERS: server %q is in namespace %q, couchwatch watches %q (COUCHWATCH_KUBE_NAMESPACE)", s, t.Namespace, c.ns))
+			continue
+		}
+		c.targets = append(c.targets, t)
+		names = append(names, s)
+	}
+	if len(servers) == 0 {
+		errs = append(errs, errors.New("COUCHDB_SERVERS: no server"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	c.track = newTracker(cfg, names)
+	c.writer = &nodeWriter{client: client, cfg: cfg, clk: clk, m: m, marks: c.marks, specOK: c.specOK}
+	return c, nil
+}
+
+// Update records the loads of one checks pass and asks for a flag pass. It
+// never blocks on the cluster; only the latest request is kept.
+func (c *Controller) Update(loads []CouchLoad) {
+	c.mu.Lock()
+	c.track.observe(c.clk.Now(), loads)
+	c.mu.Unlock()
+	c.poke()
+}
+
+func (c *Controller) poke() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// IsLeader reports whether this replica holds the Lease and may write.
+func (c *Controller) IsLeader() bool { return c.leader.Load() }
+
+// Run watches nodes, pods and EndpointSlices, takes part in leader election
+// and, while leading, flags and clears nodes. It returns when ctx ends (nil),
+// or early with an error if the watches cannot start.
+func (c *Controller) Run(ctx context.Context) error {
+	nodeFactory := informers.NewSharedInformerFactory(c.client, 0)
+	nsFactory := informers.NewSharedInformerFactoryWithOptions(c.client, 0, informers.WithNamespace(c.ns))
+	nodeInf := nodeFactory.Core().V1().Nodes()
+	podInf := nsFactory.Core().V1().Pods()
+	sliceInf := nsFactory.Discovery().V1().EndpointSlices()
+	kick := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { c.poke() },
+		UpdateFunc: func(any, any) { c.poke() },
+		DeleteFunc: func(any) { c.poke() },
+	}
+	for name, inf := range map[string]cache.SharedIndexInformer{
+		"nodes": nodeInf.Informer(), "pods": podInf.Informer(), "endpointslices": sliceInf.Informer(),
+	} {
+		if err := inf.SetWatchErrorHandlerWithContext(c.watchErrorHandler(name)); err != nil {
+			return fmt.Errorf("watch %s: %w", name, err)
+		}
+		if _, err := inf.AddEventHandler(kick); err != nil {
+			return fmt.Errorf("watch %s: %w", name, err)
+		}
+	}
+	c.leadMu.Lock()
+	c.nodes, c.pods, c.slices = nodeInf.Lister(), podInf.Lister(), sliceInf.Lister()
+	c.leadMu.Unlock()
+
+	nodeFactory.Start(ctx.Done())
+	nsFactory.Start(ctx.Done())
+	defer nodeFactory.Shutdown()
+	defer nsFactory.Shutdown()
+	for typ, ok := range nodeFactory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return c.syncError(ctx, typ.String())
+		}
+	}
+	for typ, ok := range nsFactory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return c.syncError(ctx, typ.String())
+		}
+	}
+
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metaFor(c.cfg.LeaseName, c.ns),
+		Client:     c.client.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: c.identity},
+	}
+	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		LeaseDuration:   c.cfg.LeaseDuration,
+		RenewDeadline:   c.cfg.RenewDeadline,
+		RetryPeriod:     c.cfg.RetryPeriod,
+		ReleaseOnCancel: true,
+		Name:            "couchwatch",
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: c.lead,
+			OnStoppedLeading: func() { c.setLeader(false) },
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("leader election: %w", err)
+	}
+	c.log.Info("kubernetes flagger started", "namespace", c.ns, "identity", c.identity,
+		"lease", c.cfg.LeaseName, "dry_run", c.cfg.DryRun, "rebalance", c.cfg.Rebalance)
+	for ctx.Err() == nil {
+		le.Run(ctx)     // returns when ctx ends or the lease is lost
+		c.leadMu.Lock() // wait for the leader loop to stop writing
+		c.leadMu.Unlock()
+		if ctx.Err() == nil {
+			c.log.Warn("lost the lease: cluster writes stopped, standing by")
+		}
+	}
+	return nil
+}
+
+func (c *Controller) syncError(ctx context.Context, what string) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("watch %s: cache did not sync", what)
+}
+
+func (c *Controller) watchErrorHandler(what string) cache.WatchErrorHandlerWithContext {
+	return func(ctx context.Context, _ *cache.Reflector, err error) {
+		if ctx.Err() != nil || errors.Is(err, context.Canceled) {
+			return
+		}
+		c.m.apiError(verbWatch)
+		c.log.Warn("kubernetes watch failed", "resource", what, "err", err)
+	}
+}
+
+func (c *Controller) setLeader(on bool) {
+	if c.leader.Swap(on) != on {
+		c.m.setLeader(on)
+		if on {
+			c.log.Info("became leader", "identity", c.identity)
+		} else {
+			c.log.Info("not leader", "identity", c.identity)
+		}
+	}
+}
+
+// lead is the flag loop; it runs only under the leader's context, which
+// client-go cancels the moment the lease cannot be renewed. Every write uses
+// that context, so writes stop with it.
+func (c *Controller) lead(ctx context.Context) {
+	c.leadMu.Lock()
+	defer c.leadMu.Unlock()
+	if ctx.Err() != nil {
+		return
+	}
+	c.setLeader(true)
+	defer c.setLeader(false)
+	c.dry = map[string]bool{}
+	c.refused = ""
+	for {
+		c.pass(ctx)
+		t := c.clk.NewTimer(resync)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-c.kick:
+		case <-t.C():
+		}
+		t.Stop()
+	}
+}
+
+// pass is one level-triggered reconciliation: observe, plan, ensure.
+func (c *Controller) pass(ctx context.Context) {
+	now := c.clk.Now()
+	c.mu.Lock()
+	servers := c.track.snapshot(now)
+	c.mu.Unlock()
+
+	// Where each CouchDB runs.
+	slices, err := c.slices.List(labels.Everything())
+	if err != nil {
+		c.log.Warn("list endpointslices from cache", "err", err)
+		return
+	}
+	lookup := podLister{c.pods.Pods(c.ns)}
+	placed := map[string]placement{}
+	byNode := map[string][]string{}
+	unplaced := map[string]bool{}
+	couchPods := map[string]bool{}
+	for _, t := range c.targets {
+		p := resolve(t, slices, lookup, c.podSel)
+		if p.Node == "" {
+			unplaced[t.Server] = true
+			continue
+		}
+		placed[t.Server] = p
+		byNode[p.Node] = append(byNode[p.Node], t.Server)
+		if p.Pod != nil {
+			couchPods[p.Pod.Namespace+"/"+p.Pod.Name] = true
+		}
+	}
+	// Pods the fallback selector names as CouchDB are never evicted either.
+	if pods, err := lookup.List(c.podSel); err == nil {
+		reqs, _ := c.podSel.Requirements()
+		for _, p := range pods {
+			for _, t := range c.targets {
+				for _, r := range reqs {
+					if p.Labels[r.Key()] == t.Service {
+						couchPods[p.Namespace+"/"+p.Name] = true
+					}
+				}
+			}
+		}
+	}
+
+	nodes, err := c.nodes.List(labels.Everything())
+	if err != nil {
+		c.log.Warn("list nodes from cache", "err", err)
+		return
+	}
+	byName := map[string]*corev1.Node{}
+	var views []nodeView
+	for _, n := range nodes {
+		byName[n.Name] = n
+		mk := c.marks(n)
+		v := nodeView{Name: n.Name, Flagged: mk.flagged(), Servers: byNode[n.Name]}
+		if d, ok := c.dry[n.Name]; ok {
+			v.Flagged = d
+		}
+		if mk.Taint != nil {
+			v.TaintFor = c.serverFor(mk.Taint.Value)
+		}
+		if v.Flagged || len(v.Servers) > 0 {
+			views = append(views, v)
+		}
+	}
+	couchHosts := 0
+	for n := range byNode {
+		if byName[n] != nil {
+			couchHosts++
+		}
+	}
+
+	clears, keeps, sets := plan(views, servers, unplaced)
+	for _, w := range clears {
+		c.apply(ctx, byName[w.Node], w, placed)
+	}
+	flagged := len(keeps)
+	for _, w := range keeps {
+		c.apply(ctx, byName[w.Node], w, placed)
+	}
+	var refused []string
+	for _, w := range sets {
+		var be *BudgetError
+		switch err := c.guard.flag(w.Node, flagged, couchHosts); {
+		case errors.As(err, &be):
+			refused = append(refused, be.Error())
+			continue
+		case errors.Is(err, ErrDryRun), err == nil:
+			flagged++
+			c.apply(ctx, byName[w.Node], w, placed)
+		}
+	}
+	if r := strings.Join(refused, "; "); r != c.refused {
+		c.refused = r
+		if r != "" {
+			c.log.Warn("not flagging: budget exhausted", "reason", r)
+		}
+	}
+
+	real := 0
+	hot := map[string]bool{}
+	for _, n := range nodes {
+		if ctx.Err() != nil {
+			return
+		}
+		cur, err := c.nodes.Get(n.Name)
+		if err != nil {
+			continue
+		}
+		if c.marks(cur).Taint != nil {
+			real++
+			for _, s := range byNode[n.Name] {
+				if servers[s].Hot {
+					hot[n.Name] = true
+				}
+			}
+		}
+	}
+	c.m.flagged.Set(float64(real))
+	if c.cfg.Rebalance && len(hot) > 0 {
+		pods, err := lookup.List(labels.Everything())
+		if err == nil {
+			c.rebalance(ctx, evictCandidates(pods, c.evictSel, hot, couchPods))
+		}
+	}
+}
+
+// apply brings one node to w, logs, counts and emits Events on transitions.
+func (c *Controller) apply(ctx context.Context, node *corev1.Node, w want, placed map[string]placement) {
+	if node == nil || ctx.Err() != nil {
+		return
+	}
+	log := c.log.With("node", w.Node, "server", w.Server, "reason", w.Reason)
+	spec := flagSpec{On: w.Flag}
+	if w.Flag {
+		spec.Server = c.taintValueFor(w.Server)
+	}
+	if c.cfg.DryRun {
+		prev, known := c.dry[w.Node]
+		if !known {
+			prev = c.marks(node).flagged()
+		}
+		if prev != w.Flag {
+			log.Info("dry run: would " + verbFor(w.Flag) + " node")
+		}
+		c.dry[w.Node] = w.Flag
+		return
+	}
+	if !w.Flag {
+		if err := c.guard.clear(); err != nil {
+			return
+		}
+	}
+	changed, err := c.writer.Ensure(ctx, node, w.Node, spec)
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Warn("could not "+verbFor(w.Flag)+" node", "err", err)
+		}
+		return
+	}
+	if !changed {
+		return
+	}
+	action, typ, reason := actionClear, corev1.EventTypeNormal, EventCleared
+	msg := fmt.Sprintf("CouchDB %s is no longer saturated (%s): couchwatch removed taint %s", w.Server, w.Reason, c.cfg.TaintKey())
+	if w.Flag {
+		action, typ, reason = actionSet, corev1.EventTypeWarning, EventFlagged
+		msg = fmt.Sprintf("CouchDB %s is saturated: couchwatch set taint %s=%s:PreferNoSchedule", w.Server, c.cfg.TaintKey(), spec.Server)
+	}
+	c.m.flags.WithLabelValues(action).Inc()
+	log.Info(verbFor(w.Flag) + " node")
+	if err := c.event(ctx, nodeRef(node), typ, reason, msg); err != nil && ctx.Err() == nil {
+		log.Warn("event not recorded", "err", err)
+	}
+	if p, ok := placed[w.Server]; ok && p.Pod != nil {
+		if err := c.event(ctx, podRef(p.Pod), typ, reason, msg); err != nil && ctx.Err() == nil {
+			log.Warn("event not recorded", "err", err)
+		}
+	}
+}
+
+func verbFor(flag bool) string {
+	if flag {
+		return "flag"
+	}
+	return "clear"
+}
+
+// taintValueFor is the taint value naming server.
+func (c *Controller) taintValueFor(server string) string {
+	for _, t := range c.targets {
+		if t.Server == server {
+			return taintValue(t)
+		}
+	}
+	return ""
+}
+
+// serverFor maps a taint value back to a configured server ("" if none).
+func (c *Controller) serverFor(value string) string {
+	for _, t := range c.targets {
+		if taintValue(t) == value {
+			return t.Server
+		}
+	}
+	return ""
+}
+
+// podLister adapts a namespaced lister to podLookup.
+type podLister struct {
+	l corelisters.PodNamespaceLister
+}
+
+func (p podLister) Get(name string) (*corev1.Pod, error) { return p.l.Get(name) }
+func (p podLister) List(sel labels.Selector) ([]*corev1.Pod, error) {
+	pods, err := p.l.List(sel)
+	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
+	return pods, err
+}
