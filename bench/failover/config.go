@@ -1,0 +1,182 @@
+package main
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/medic/couchwatch/haproxy/haproxytest"
+)
+
+type config struct {
+	Rate          float64
+	Reps          int
+	Pre           time.Duration
+	Window        time.Duration
+	Tail          time.Duration
+	MaxDetect     time.Duration
+	Poll          time.Duration
+	ClientTimeout time.Duration
+	Idle          time.Duration
+	FaultNode     int // 1-based
+	Methods       []string
+	Faults        []string
+}
+
+func defaultConfig() config {
+	return config{
+		Rate:          50,
+		Reps:          3,
+		Pre:           time.Second,
+		Window:        5 * time.Second,
+		Tail:          time.Second,
+		MaxDetect:     15 * time.Second,
+		Poll:          2 * time.Millisecond,
+		ClientTimeout: 2 * time.Minute,
+		Idle:          60 * time.Second,
+		FaultNode:     2,
+		Methods:       allMethodKeys(),
+		Faults:        []string{faultCrash, faultHang},
+	}
+}
+
+func (c config) validate() error {
+	var errs []error
+	if c.Rate <= 0 || c.Rate > 2000 {
+		errs = append(errs, fmt.Errorf("-rate must be in (0, 2000], got %v", c.Rate))
+	}
+	if c.Reps < 1 || c.Reps > 50 {
+		errs = append(errs, fmt.Errorf("-reps must be 1..50, got %d", c.Reps))
+	}
+	if c.Poll <= 0 || c.Window <= 0 || c.MaxDetect <= 0 || c.Pre < 0 || c.Tail < 0 || c.ClientTimeout <= 0 || c.Idle < 0 {
+		errs = append(errs, errors.New("durations must be positive (-pre, -tail, -idle may be 0)"))
+	}
+	if c.MaxDetect > 10*time.Minute || c.Idle > 30*time.Minute {
+		errs = append(errs, errors.New("-max-detect is at most 10m and -idle at most 30m"))
+	}
+	if c.FaultNode < 1 || c.FaultNode > nodes {
+		errs = append(errs, fmt.Errorf("-node must be 1..%d, got %d", nodes, c.FaultNode))
+	}
+	for _, m := range c.Methods {
+		if methodByKey(m).Key == "" {
+			errs = append(errs, fmt.Errorf("unknown method %q", m))
+		}
+	}
+	for _, f := range c.Faults {
+		if f != faultCrash && f != faultHang {
+			errs = append(errs, fmt.Errorf("unknown fault %q (want crash or hang)", f))
+		}
+	}
+	if len(c.Methods) == 0 || len(c.Faults) == 0 {
+		errs = append(errs, errors.New("at least one method and one fault"))
+	}
+	return errors.Join(errs...)
+}
+
+const (
+	nodes      = 3
+	faultCrash = "crash"
+	faultHang  = "hang"
+	// tunedKey is the method every time is compared with.
+	tunedKey = "hap-tuned"
+)
+
+// CHT's timeouts (25 min connect, ~4 h client, 100 h server): a request stuck on a hung
+// node waits, so ejection is the only defence.
+var chtTimeouts = []string{"connect 1500000", "client 15000000", "server 360000000"}
+
+// method is one way of taking a bad node out of rotation.
+type method struct {
+	Key, Name string
+	// Tuning is couchwatch's environment (nil: no couchwatch in this method).
+	Tuning map[string]string
+	// Agent: run the CHT agent re-implementation and point agent-check at it.
+	Agent bool
+	// HAProxy configuration; "%AGENTPORT%" in ServerExtra is replaced.
+	ServerExtra  string
+	BackendExtra func(user, password string) []string
+	Timeouts     []string
+	Desc         string
+}
+
+func httpchk(user, password string) []string {
+	auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
+	return []string{"option httpchk GET /_up", `http-check send hdr Authorization "Basic ` + auth + `"`}
+}
+
+func methods() []method {
+	return []method{
+		{
+			Key: "cw-tuned", Name: "couchwatch (tuned)",
+			Tuning: map[string]string{
+				"COUCHWATCH_PROBE_INTERVAL": "100ms", "COUCHWATCH_PROBE_TIMEOUT": "150ms", "COUCHWATCH_FALL": "1",
+			},
+			Timeouts: chtTimeouts,
+			Desc:     "runtime API; COUCHWATCH_PROBE_INTERVAL=100ms COUCHWATCH_PROBE_TIMEOUT=150ms COUCHWATCH_FALL=1, rest default (hold connection on, fast interval 100ms, rise 2); servers have no HAProxy checks",
+		},
+		{
+			Key: "cw-default", Name: "couchwatch (defaults)", Tuning: map[string]string{},
+			Timeouts: chtTimeouts,
+			Desc:     "runtime API, every setting at its default (probe 500ms, timeout 500ms, fast 100ms, fall 2, rise 2, hold connection); no HAProxy checks",
+		},
+		{
+			Key: "hap-tcp", Name: "HAProxy TCP check (CHT)", ServerExtra: "check inter 2s fall 3 rise 2",
+			Timeouts: chtTimeouts,
+			Desc:     "CHT's own `check` (a TCP connect) at inter 2s fall 3 rise 2",
+		},
+		{
+			Key: "hap-http", Name: "HAProxy httpchk, CHT timing", ServerExtra: "check inter 2s fall 3 rise 2",
+			BackendExtra: httpchk, Timeouts: chtTimeouts,
+			Desc: "`option httpchk GET /_up` (Basic auth header), `check inter 2s fall 3 rise 2`, no `timeout check` (inter applies)",
+		},
+		{
+			Key: tunedKey, Name: "HAProxy httpchk, tuned", ServerExtra: "check inter 250ms fastinter 100ms fall 1 rise 2",
+			BackendExtra: func(u, p string) []string { return append(httpchk(u, p), "http-check disable-on-404") },
+			Timeouts:     append(slices.Clone(chtTimeouts), "check 250ms"),
+			Desc:         "`option httpchk GET /_up` (Basic auth header), `http-check disable-on-404`, `timeout check 250ms`, `check inter 250ms fastinter 100ms fall 1 rise 2`",
+		},
+		{
+			Key: "cht-agent", Name: "CHT agent (all-or-nothing)", Agent: true,
+			ServerExtra: "check agent-check agent-inter 5s agent-addr 127.0.0.1 agent-port %AGENTPORT%",
+			Timeouts:    chtTimeouts,
+			Desc:        "CHT's server line: `check agent-check agent-inter 5s`, agent = re-implementation of cht-haproxy-healthcheck (first node's /_membership, one answer for every server)",
+		},
+	}
+}
+
+func allMethodKeys() []string {
+	var keys []string
+	for _, m := range methods() {
+		keys = append(keys, m.Key)
+	}
+	return keys
+}
+
+func methodByKey(key string) method {
+	for _, m := range methods() {
+		if m.Key == key {
+			return m
+		}
+	}
+	return method{}
+}
+
+func (m method) haproxyOptions(specs []haproxytest.ServerSpec, user, password string, agentPort int) haproxytest.Options {
+	extra := m.ServerExtra
+	if m.Agent {
+		extra = replaceAgentPort(extra, agentPort)
+	}
+	opt := haproxytest.Options{Servers: specs, ServerExtra: extra, Timeouts: m.Timeouts, Balance: "leastconn"}
+	if m.BackendExtra != nil {
+		opt.BackendExtra = m.BackendExtra(user, password)
+	}
+	return opt
+}
+
+func replaceAgentPort(s string, port int) string {
+	return strings.ReplaceAll(s, "%AGENTPORT%", strconv.Itoa(port))
+}
