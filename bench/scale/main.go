@@ -1,0 +1,308 @@
+// Command scale measures couchwatch against a large cluster: N simulated CouchDB nodes
+// (default 300) in one backend of a real HAProxy, couchwatch at its default intervals.
+// It reports couchwatch's CPU (% of one core) and RSS over a window, the duration of
+// its reconcile passes (from its own histogram), and the time from stopping K nodes
+// until HAProxy shows all K out of rotation; and the same with a small baseline
+// cluster (default 3) in the same run, to give ratios:
+//
+//	go run ./bench/scale [-nodes 300] [-baseline 3] [-window 60s] [-stop 10]
+//
+// See bench/README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/medic/couchwatch/bench/internal/benchkit"
+	"github.com/medic/couchwatch/couch/couchtest"
+	"github.com/medic/couchwatch/haproxy/haproxytest"
+)
+
+type config struct {
+	Nodes, Baseline int
+	Window          time.Duration
+	Settle          time.Duration
+	Stop            int
+	ReadyTimeout    time.Duration
+	ChangeTimeout   time.Duration
+}
+
+func defaultConfig() config {
+	return config{Nodes: 300, Baseline: 3, Window: 60 * time.Second, Settle: 5 * time.Second, Stop: 10,
+		ReadyTimeout: 2 * time.Minute, ChangeTimeout: 30 * time.Second}
+}
+
+func (c config) validate() error {
+	var errs []error
+	if c.Nodes < 2 || c.Nodes > 2000 || c.Baseline < 2 || c.Baseline > 2000 {
+		errs = append(errs, errors.New("-nodes and -baseline must be 2..2000"))
+	}
+	if c.Window <= 0 || c.Window > 30*time.Minute || c.Settle < 0 || c.ReadyTimeout <= 0 || c.ChangeTimeout <= 0 {
+		errs = append(errs, errors.New("need 0 < -window <= 30m and positive timeouts"))
+	}
+	if c.Stop < 1 {
+		errs = append(errs, errors.New("-stop must be >= 1"))
+	}
+	return errors.Join(errs...)
+}
+
+func main() {
+	os.Exit(mainErr())
+}
+
+func mainErr() int {
+	cfg := defaultConfig()
+	fs := flag.NewFlagSet("scale", flag.ContinueOnError)
+	fs.IntVar(&cfg.Nodes, "nodes", cfg.Nodes, "simulated nodes in the large run")
+	fs.IntVar(&cfg.Baseline, "baseline", cfg.Baseline, "simulated nodes in the baseline run")
+	fs.DurationVar(&cfg.Window, "window", cfg.Window, "CPU/RSS measurement window")
+	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "wait after every node is up before measuring")
+	fs.IntVar(&cfg.Stop, "stop", cfg.Stop, "nodes stopped for the forced change (at most a third of the cluster, at least 1)")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return 2
+	}
+	if err := cfg.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "scale:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if _, err := run(ctx, cfg, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "scale:", err)
+		return 1
+	}
+	return 0
+}
+
+// row is one cluster size's measurement.
+type row struct {
+	Nodes       int
+	Usage       benchkit.Usage
+	ReqRate     float64 // requests/s couchwatch sent to CouchDB
+	Passes      float64 // reconcile passes in the window
+	PassMean    float64 // seconds
+	PassP99     float64 // upper bound of the bucket holding p99, seconds
+	PassMax     float64 // upper bound of the highest non-empty bucket, seconds
+	Stopped     int
+	AllOut      time.Duration
+	ChangeMean  float64 // mean pass during the forced change, seconds
+	ChangePass  float64 // passes during the forced change
+	HAProxyCPU  float64
+	HAProxyRSS  float64
+	StartupTime time.Duration // couchwatch start until every node up
+}
+
+func run(ctx context.Context, cfg config, out, progress io.Writer) ([]row, error) {
+	dir, err := os.MkdirTemp("", "couchwatch-bench-scale-")
+	if err != nil {
+		return nil, fmt.Errorf("temp dir: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	bin, err := benchkit.BuildCouchwatch(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	started := time.Now()
+	var rows []row
+	for _, n := range []int{cfg.Baseline, cfg.Nodes} {
+		fmt.Fprintf(progress, "%d nodes: measuring over %s ...\n", n, cfg.Window)
+		r, err := measure(ctx, cfg, bin, n)
+		if err != nil {
+			return nil, fmt.Errorf("%d nodes: %w", n, err)
+		}
+		fmt.Fprintf(progress, "%d nodes: CPU %.2f%%, RSS %.1f MiB, pass mean %s, %d stopped -> all out after %s\n",
+			n, r.Usage.CPUPercent, r.Usage.RSSMiB, secs(r.PassMean), r.Stopped, benchkit.Ms(r.AllOut))
+		rows = append(rows, r)
+	}
+	write(out, cfg, started, rows)
+	return rows, nil
+}
+
+func serverName(i int) string { return fmt.Sprintf("couchdb%d", i+1) }
+
+func measure(ctx context.Context, cfg config, bin string, n int) (row, error) {
+	r := row{Nodes: n}
+	cluster, err := couchtest.Start(n, couchtest.Options{})
+	if err != nil {
+		return r, err
+	}
+	defer cluster.Close()
+	specs := make([]haproxytest.ServerSpec, n)
+	for i, node := range cluster.Nodes() {
+		specs[i] = haproxytest.ServerSpec{Name: serverName(i), Addr: node.Addr()}
+	}
+	hap, err := haproxytest.Start(haproxytest.Options{Servers: specs, StartTimeout: 30 * time.Second})
+	if err != nil {
+		return r, err
+	}
+	defer hap.Close()
+	t0 := time.Now()
+	cw, err := benchkit.StartCouchwatch(ctx, bin, benchkit.CouchwatchEnv{
+		Servers: cluster.Targets(), User: cluster.User(), Password: cluster.Password(), Socket: hap.Socket(),
+		Tuning: map[string]string{},
+	}, cfg.ReadyTimeout)
+	if err != nil {
+		return r, err
+	}
+	defer cw.Stop()
+	if err := cw.WaitVerdicts(ctx, "up", n, cfg.ReadyTimeout); err != nil {
+		return r, fmt.Errorf("couchwatch: %w\n%s", err, tailString(cw.Output(), 4000))
+	}
+	r.StartupTime = time.Since(t0)
+	if err := sleep(ctx, cfg.Settle); err != nil {
+		return r, err
+	}
+
+	hapPid, err := benchkit.HAProxyWorkerPid(hap.Socket())
+	if err != nil {
+		return r, err
+	}
+	m0, err := cw.Metrics(ctx)
+	if err != nil {
+		return r, err
+	}
+	p0, err := benchkit.ReadProc(cw.Pid())
+	if err != nil {
+		return r, err
+	}
+	h0, err := benchkit.ReadProc(hapPid)
+	if err != nil {
+		return r, err
+	}
+	req0 := requests(cluster)
+	if err := sleep(ctx, cfg.Window); err != nil {
+		return r, err
+	}
+	p1, err := benchkit.ReadProc(cw.Pid())
+	if err != nil {
+		return r, err
+	}
+	h1, err := benchkit.ReadProc(hapPid)
+	if err != nil {
+		return r, err
+	}
+	req1 := requests(cluster)
+	m1, err := cw.Metrics(ctx)
+	if err != nil {
+		return r, err
+	}
+	r.Usage = benchkit.UsageBetween(p0, p1)
+	hu := benchkit.UsageBetween(h0, h1)
+	r.HAProxyCPU, r.HAProxyRSS = hu.CPUPercent, hu.RSSMiB
+	r.ReqRate = float64(req1-req0) / r.Usage.Window.Seconds()
+	const hist = "couchwatch_haproxy_reconcile_duration_seconds"
+	h := m1.Histogram(hist).Sub(m0.Histogram(hist))
+	r.Passes, r.PassMean, r.PassP99, r.PassMax = h.Count, h.Mean(), h.UpperBound(0.99), h.UpperBound(1)
+	if h.Count == 0 {
+		return r, errors.New("couchwatch ran no reconcile pass in the window")
+	}
+
+	// Forced change: stop k nodes (never node 1) and time until HAProxy shows every one
+	// out of rotation.
+	k := min(cfg.Stop, max(1, n/3))
+	r.Stopped = k
+	start := time.Now()
+	for i := 1; i <= k; i++ {
+		cluster.Nodes()[i].Stop()
+	}
+	err = benchkit.WaitFor(ctx, cfg.ChangeTimeout, 5*time.Millisecond, func() (bool, error) {
+		st, err := benchkit.ReadStates(hap.Socket(), hap.Backend())
+		if err != nil {
+			return false, nil
+		}
+		for i := 1; i <= k; i++ {
+			if st[serverName(i)].InRotation() {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return r, fmt.Errorf("%d stopped nodes not all out of rotation: %w\n%s", k, err, tailString(cw.Output(), 4000))
+	}
+	r.AllOut = time.Since(start)
+	m2, err := cw.Metrics(ctx)
+	if err != nil {
+		return r, err
+	}
+	hc := m2.Histogram(hist).Sub(m1.Histogram(hist))
+	r.ChangePass, r.ChangeMean = hc.Count, hc.Mean()
+	return r, nil
+}
+
+func requests(c *couchtest.Cluster) int64 {
+	var t int64
+	for _, n := range c.Nodes() {
+		s := n.Stats()
+		t += s.Up + s.Membership + s.System + s.ActiveTasks + s.Config + s.NodeInfo + s.Session + s.Data
+	}
+	return t
+}
+
+func tailString(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "..." + s[len(s)-n:]
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func secs(s float64) string {
+	switch {
+	case math.IsNaN(s):
+		return "-"
+	case math.IsInf(s, 1):
+		return "+Inf"
+	}
+	return benchkit.Ms(time.Duration(s * float64(time.Second)))
+}
+
+func write(w io.Writer, cfg config, started time.Time, rows []row) {
+	fmt.Fprintf(w, "# scale: %s, %s/%s, %d CPUs, HAProxy 2.6\n", started.UTC().Format("2006-01-02 15:04 MST"),
+		runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
+	fmt.Fprintf(w, "\ncouchwatch at its defaults (runtime API, probe 500ms, _system 5s, membership 5s, reconcile 1s, hold connection),\n")
+	fmt.Fprintf(w, "one HAProxy backend with every node as a server (no HAProxy checks); idle nodes, no client load.\n")
+	fmt.Fprintf(w, "CPU in %% of one core and RSS over %s; pass = couchwatch_haproxy_reconcile_duration_seconds over the same window\n", cfg.Window)
+	fmt.Fprintf(w, "(mean = sum/count; p99 and max are bucket upper bounds); forced change = stop K nodes, time until HAProxy shows all K out.\n")
+	t := benchkit.Table{Header: []string{"nodes", "couchwatch CPU", "RSS", "peak RSS", "requests/s to CouchDB", "passes/s",
+		"pass mean", "pass p99 <=", "pass max <=", "K stopped: all out after", "pass mean during change", "HAProxy worker CPU", "start to all up"}}
+	for _, r := range rows {
+		t.Add(fmt.Sprint(r.Nodes), fmt.Sprintf("%.2f %%", r.Usage.CPUPercent), fmt.Sprintf("%.1f MiB", r.Usage.RSSMiB),
+			fmt.Sprintf("%.1f MiB", r.Usage.PeakMiB), fmt.Sprintf("%.0f", r.ReqRate),
+			fmt.Sprintf("%.2f", r.Passes/r.Usage.Window.Seconds()), secs(r.PassMean), secs(r.PassP99), secs(r.PassMax),
+			fmt.Sprintf("%d: %s", r.Stopped, benchkit.Ms(r.AllOut)), secs(r.ChangeMean), fmt.Sprintf("%.2f %%", r.HAProxyCPU),
+			benchkit.Ms(r.StartupTime))
+	}
+	if len(rows) == 2 {
+		a, b := rows[0], rows[1]
+		t.Add(fmt.Sprintf("ratio %d/%d", b.Nodes, a.Nodes), benchkit.Ratio(b.Usage.CPUPercent, a.Usage.CPUPercent),
+			benchkit.Ratio(b.Usage.RSSMiB, a.Usage.RSSMiB), benchkit.Ratio(b.Usage.PeakMiB, a.Usage.PeakMiB),
+			benchkit.Ratio(b.ReqRate, a.ReqRate), "", benchkit.Ratio(b.PassMean, a.PassMean), "", "",
+			benchkit.Ratio(float64(b.AllOut), float64(a.AllOut)), benchkit.Ratio(b.ChangeMean, a.ChangeMean),
+			benchkit.Ratio(b.HAProxyCPU, a.HAProxyCPU), "")
+	}
+	t.Write(w)
+}
