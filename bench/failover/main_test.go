@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/medic/couchwatch/couch/couchtest"
+)
+
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// The re-implemented CHT agent answers "up" only while every cluster node is in the
+// first node's all_nodes, the same answer for every server, and "down" when the first
+// node cannot be asked.
+func TestCHTAgent(t *testing.T) {
+	c := couchtest.NewClusterT(t, 3, couchtest.Options{})
+	a := newCHTAgent(c.Nodes()[0].Addr(), c.User(), c.Password())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	ask := func() string {
+		t.Helper()
+		conn, err := net.DialTimeout("tcp", ln.Addr().String(), 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		line, err := bufio.NewReader(conn).ReadString('\n')
+		if err != nil {
+			t.Fatalf("read agent reply: %v", err)
+		}
+		return strings.TrimSpace(line)
+	}
+	steps := []struct {
+		name string
+		do   func()
+		want string
+	}{
+		{"healthy", func() {}, "up"},
+		{"second node crashed", func() { c.Nodes()[1].Stop() }, "down"},
+		{"second node back", func() {
+			if err := c.Nodes()[1].Start(); err != nil {
+				t.Fatal(err)
+			}
+		}, "up"},
+		{"missing from peers", func() { c.SetMissingFromPeers(2, true) }, "down"},
+		{"visible again", func() { c.SetMissingFromPeers(2, false) }, "up"},
+		{"first node crashed", func() { c.Nodes()[0].Stop() }, "down"},
+	}
+	for _, s := range steps {
+		s.do()
+		if got := ask(); got != s.want {
+			t.Fatalf("%s: agent said %q, want %q", s.name, got, s.want)
+		}
+	}
+}
+
+// A short run of the whole harness: couchwatch (tuned) and HAProxy's tuned checks, both
+// faults, and the idle measurement. Every fault must be noticed, and the tables must
+// hold every row. Speed is not asserted: the numbers come from a full run.
+func TestFailoverSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs HAProxy and couchwatch for ~20 s")
+	}
+	cfg := defaultConfig()
+	cfg.Methods = []string{"cw-tuned", tunedKey}
+	cfg.Reps = 1
+	cfg.Pre, cfg.Window, cfg.Tail = 300*time.Millisecond, time.Second, 200*time.Millisecond
+	cfg.MaxDetect = 8 * time.Second
+	cfg.Idle = time.Second
+	cfg.ClientTimeout = 30 * time.Second
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	rep, err := run(ctx, cfg, &out, logWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + out.String())
+	if len(rep.cells) != 4 {
+		t.Fatalf("%d cells, want 4", len(rep.cells))
+	}
+	for _, c := range rep.cells {
+		if !c.Detected {
+			t.Errorf("%s / %s: the faulted server never left rotation", c.Method, c.Fault)
+		}
+		if len(c.OthersOut) != 0 {
+			t.Errorf("%s / %s: healthy servers left rotation too: %v", c.Method, c.Fault, c.OthersOut)
+		}
+		if c.Sent == 0 {
+			t.Errorf("%s / %s: no load was sent", c.Method, c.Fault)
+		}
+	}
+	text := out.String()
+	for _, want := range []string{
+		"| couchwatch (tuned)      | crash", "| couchwatch (tuned)      | hang",
+		"| HAProxy httpchk, tuned  | crash", "| HAProxy httpchk, tuned  | hang",
+		"| couchwatch (defaults, runtime API, 3 nodes)", "| HAProxy worker steered by couchwatch", "| HAProxy worker running the tuned httpchk",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if len(rep.idle) != 3 || rep.idle[0].Usage.RSSMiB <= 0 || rep.idle[0].ReqRate <= 0 {
+		t.Errorf("idle rows %+v: want 3, couchwatch with an RSS and probe requests", rep.idle)
+	}
+}

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// A short run of the whole harness: couchwatch must steer the saturated server away
+// within the warm-up, every method must get answers, and the table must hold every row.
+// Latencies are not asserted: the numbers come from a full run.
+func TestLoadSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs HAProxy and couchwatch for ~15 s")
+	}
+	cfg := defaultConfig()
+	cfg.Rate = 50
+	cfg.Warmup, cfg.MaxWarmup, cfg.Duration = time.Second, 20*time.Second, 2*time.Second
+	cfg.SystemInterval, cfg.Sustain = 200*time.Millisecond, time.Second
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	rows, err := run(ctx, cfg, &out, logWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + out.String())
+	if len(rows) != 3 {
+		t.Fatalf("%d rows, want 3", len(rows))
+	}
+	for _, r := range rows {
+		if r.OK == 0 || r.P99 <= 0 {
+			t.Errorf("%s: %d answers, p99 %s", r.Method, r.OK, r.P99)
+		}
+		if r.Method == methodCouchwatch && !r.reactedOK {
+			t.Errorf("couchwatch did not steer the saturated server away")
+		}
+	}
+	for _, want := range []string{"| couchwatch (leastconn + runtime steering)", "| balance leastconn ", "| balance roundrobin", "p99 vs leastconn"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+}

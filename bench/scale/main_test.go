@@ -1,0 +1,54 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// A short run of the whole harness on a small cluster: couchwatch must see every node
+// up, run reconcile passes, and take every stopped node out of HAProxy's rotation; the
+// table must hold both sizes and the ratio row. Speed is not asserted.
+func TestScaleSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs HAProxy and couchwatch for ~15 s")
+	}
+	cfg := defaultConfig()
+	cfg.Nodes, cfg.Baseline, cfg.Stop = 12, 3, 2
+	cfg.Window, cfg.Settle = 1500*time.Millisecond, 0
+	cfg.ReadyTimeout = 30 * time.Second
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	rows, err := run(ctx, cfg, &out, logWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + out.String())
+	if len(rows) != 2 || rows[0].Nodes != 3 || rows[1].Nodes != 12 {
+		t.Fatalf("rows %+v, want 3 then 12 nodes", rows)
+	}
+	for _, r := range rows {
+		if r.Passes == 0 || r.Usage.RSSMiB <= 0 || r.ReqRate <= 0 {
+			t.Errorf("%d nodes: passes %v, RSS %v, requests/s %v", r.Nodes, r.Passes, r.Usage.RSSMiB, r.ReqRate)
+		}
+	}
+	if rows[0].Stopped != 1 || rows[1].Stopped != 2 {
+		t.Errorf("stopped %d and %d nodes, want 1 and 2", rows[0].Stopped, rows[1].Stopped)
+	}
+	if !strings.Contains(out.String(), "| ratio 12/3") {
+		t.Errorf("output lacks the ratio row")
+	}
+}
