@@ -31,8 +31,19 @@ func ModuleRoot(ctx context.Context) (string, error) {
 	return filepath.Dir(mod), nil
 }
 
-// BuildCouchwatch builds ./cmd/couchwatch into dir and returns the binary's path.
+// BinEnv names an environment variable holding a prebuilt couchwatch binary to use
+// instead of building ./cmd/couchwatch (e.g. one built with other flags).
+const BinEnv = "COUCHWATCH_BENCH_BIN"
+
+// BuildCouchwatch builds ./cmd/couchwatch into dir and returns the binary's path, or
+// returns $COUCHWATCH_BENCH_BIN when that is set.
 func BuildCouchwatch(ctx context.Context, dir string) (string, error) {
+	if bin := os.Getenv(BinEnv); bin != "" {
+		if _, err := os.Stat(bin); err != nil {
+			return "", fmt.Errorf("%s: %w", BinEnv, err)
+		}
+		return bin, nil
+	}
 	root, err := ModuleRoot(ctx)
 	if err != nil {
 		return "", err
