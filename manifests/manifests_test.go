@@ -467,6 +467,9 @@ func (o object) name() string {
 
 // get walks a path of map keys; a key "name=x" selects the list element with that name.
 func get(v any, path ...string) any {
+	if o, ok := v.(object); ok {
+		v = map[string]any(o)
+	}
 	for _, p := range path {
 		if k, val, ok := strings.Cut(p, "="); ok {
 			list, _ := v.([]any)
