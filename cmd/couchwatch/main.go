@@ -1,0 +1,302 @@
+// Command couchwatch runs beside CHT's HAProxy: it checks every CouchDB node and steers
+// HAProxy's backend through the runtime API (and answers HAProxy agent-checks), exports
+// Prometheus metrics, and flags Kubernetes nodes whose CouchDB is saturated.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/sethvargo/go-envconfig"
+
+	"github.com/medic/couchwatch/checks"
+	"github.com/medic/couchwatch/couch"
+	"github.com/medic/couchwatch/haproxy"
+	"github.com/medic/couchwatch/kube"
+)
+
+// Set at build time: -ldflags "-X main.version=... -X main.revision=...".
+var (
+	version  = "dev"
+	revision = "unknown"
+)
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], envconfig.OsLookuper(), os.Stdout, os.Stderr))
+}
+
+// run is main without the process: testable, and it returns the exit code.
+func run(ctx context.Context, args []string, env envconfig.Lookuper, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("couchwatch", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	checkOnly := fs.Bool("check-config", false, "validate the configuration and exit")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() { printHelp(stderr) }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printHelp(stdout)
+			return 0
+		}
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "couchwatch %s (%s, %s)\n", version, revision, runtime.Version())
+		return 0
+	}
+	cfg, err := loadConfig(ctx, env)
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "couchwatch: invalid configuration:\n%s\n", indent(err.Error()))
+		return 2
+	}
+	if *checkOnly {
+		fmt.Fprintln(stdout, "configuration ok")
+		return 0
+	}
+	log := newLogger(cfg, stderr)
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, cfg, log); err != nil {
+		log.Error("couchwatch stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func indent(s string) string { return "  " + strings.ReplaceAll(s, "\n", "\n  ") }
+
+func newLogger(cfg Config, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// serve runs couchwatch until ctx ends.
+func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
+	a, err := newApp(cfg, log, prometheus.NewRegistry())
+	if err != nil {
+		return err
+	}
+	defer a.close()
+
+	httpLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen COUCHWATCH_LISTEN %s: %w", cfg.Listen, err)
+	}
+	var agentLn net.Listener
+	if cfg.AgentListen != "" && cfg.AgentListen != "off" {
+		if agentLn, err = net.Listen("tcp", cfg.AgentListen); err != nil {
+			httpLn.Close()
+			return fmt.Errorf("listen COUCHWATCH_AGENT_LISTEN %s: %w", cfg.AgentListen, err)
+		}
+	}
+	log.Info("couchwatch starting", "version", version, "config", cfg, "http", httpLn.Addr().String(),
+		"runtime_api", cfg.HAProxySocket != "", "kube", a.kube != nil)
+	return a.run(ctx, httpLn, agentLn)
+}
+
+// app holds the running parts.
+type app struct {
+	cfg     Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	targets []couch.Target
+	nodes   []*couch.Node
+	runner  *checks.Runner
+	explMap map[string]string
+
+	hm   *haproxy.Metrics
+	rt   *haproxy.Runtime // nil in agent mode
+	rec  *haproxy.Reconciler
+	kube *kube.Controller // nil when Kubernetes is off
+
+	failOpen        prometheus.Gauge
+	failOpenTotal   prometheus.Counter
+	budgetExhausted prometheus.Gauge
+
+	mu   sync.Mutex
+	last passState
+}
+
+// passState is what the last pass decided and saw, for the agent, /readyz and the status page.
+type passState struct {
+	at         time.Time
+	statuses   []checks.Status
+	dec        decision
+	effective  map[string]haproxy.AdminState // server -> state after the pass (skips respected)
+	servers    map[string]string             // node -> server
+	unmapped   []string
+	observed   *haproxy.Observed
+	haproxyErr error
+	pstate     policyState
+}
+
+func newApp(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*app, error) {
+	targets, err := couch.ParseServers(cfg.Servers)
+	if err != nil {
+		return nil, fmt.Errorf("COUCHDB_SERVERS: %w", err)
+	}
+	explMap, err := parseServerMap(cfg.ServerMap)
+	if err != nil {
+		return nil, fmt.Errorf("COUCHWATCH_SERVER_MAP: %w", err)
+	}
+	a := &app{cfg: cfg, log: log, reg: reg, targets: targets, explMap: explMap}
+	a.last.pstate = newPolicyState()
+
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_build_info",
+		Help: "Build information of couchwatch (always 1)."}, []string{"version", "revision", "goversion"})
+	buildInfo.WithLabelValues(version, revision, runtime.Version()).Set(1)
+	a.failOpen = prometheus.NewGauge(prometheus.GaugeOpts{Name: "couchwatch_fail_open",
+		Help: "1 while every node looks bad and servers are handed back to HAProxy."})
+	a.failOpenTotal = prometheus.NewCounter(prometheus.CounterOpts{Name: "couchwatch_fail_open_total",
+		Help: "Times couchwatch entered fail-open."})
+	a.budgetExhausted = prometheus.NewGauge(prometheus.GaugeOpts{Name: "couchwatch_drain_budget_exhausted",
+		Help: "1 while a load drain is wanted but the drain budget is used up."})
+	reg.MustRegister(buildInfo, a.failOpen, a.failOpenTotal, a.budgetExhausted)
+
+	opts := couch.Options{User: cfg.User, Password: cfg.Password, Timeout: cfg.Checks.Timeout}
+	for _, t := range targets {
+		n, err := couch.NewNode(t, opts)
+		if err != nil {
+			return nil, fmt.Errorf("couchdb node %s: %w", t.Name, err)
+		}
+		a.nodes = append(a.nodes, n)
+	}
+	a.runner = checks.NewRunner(cfg.Checks, a.nodes, log, checks.NewMetrics(reg), nil)
+
+	a.hm = haproxy.NewMetrics(reg)
+	if cfg.HAProxySocket != "" {
+		a.rt, err = haproxy.NewRuntime(cfg.haproxyConfig(), log)
+		if err != nil {
+			return nil, fmt.Errorf("haproxy runtime: %w", err)
+		}
+		a.rec = haproxy.NewReconciler(a.rt, haproxy.Budget{MinReady: cfg.Policy.MinReady}, log, a.hm)
+	}
+
+	km := kube.NewMetrics(reg)
+	client, on, err := kube.NewClient(cfg.Kube)
+	switch {
+	case err != nil:
+		a.close()
+		return nil, fmt.Errorf("kubernetes: %w", err)
+	case !on:
+		log.Info("kubernetes flagging off", "reason", "not in a cluster and no KUBECONFIG, or COUCHWATCH_KUBE=off")
+	default:
+		names := make([]string, len(targets))
+		for i, t := range targets {
+			names[i] = t.Name
+		}
+		a.kube, err = kube.NewController(cfg.Kube, client, names, log, km, nil)
+		if err != nil {
+			a.close()
+			return nil, fmt.Errorf("kubernetes: %w", err)
+		}
+	}
+	return a, nil
+}
+
+func (a *app) close() {
+	if a.rt != nil {
+		_ = a.rt.Close()
+	}
+}
+
+func (a *app) run(ctx context.Context, httpLn, agentLn net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	start := func(f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && ctx.Err() == nil {
+				errc <- err
+				cancel()
+			}
+		}()
+	}
+	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
+	start(func() error {
+		if err := srv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	if agentLn != nil {
+		agent := haproxy.NewAgentServer(a.agentReply, a.log, a.hm)
+		start(func() error { return agent.Serve(ctx, agentLn) })
+	}
+	start(func() error { a.runner.Run(ctx); return nil })
+	if a.kube != nil {
+		start(func() error { return a.kube.Run(ctx) })
+	}
+	start(func() error { a.loop(ctx); return nil })
+
+	<-ctx.Done()
+	shutCtx, c := context.WithTimeout(context.Background(), 5*time.Second)
+	defer c()
+	_ = srv.Shutdown(shutCtx)
+	if agentLn != nil {
+		agentLn.Close()
+	}
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		return err
+	}
+	a.log.Info("couchwatch stopped")
+	return nil
+}
+
+// loop runs a pass on every tick and at once on every verdict change. After a HAProxy
+// error it backs off (doubling, at most 30 s) before trying the runtime API again.
+func (a *app) loop(ctx context.Context) {
+	t := time.NewTicker(a.cfg.Reconcile)
+	defer t.Stop()
+	var backoff time.Duration
+	var retryAt time.Time
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			case <-a.runner.Changed():
+			}
+		}
+		useRuntime := a.rt != nil && !time.Now().Before(retryAt)
+		err := a.pass(ctx, useRuntime)
+		switch {
+		case !useRuntime:
+		case err != nil:
+			backoff = min(max(2*backoff, a.cfg.Reconcile/2), 30*time.Second)
+			retryAt = time.Now().Add(backoff)
+			a.log.Warn("haproxy runtime api pass failed", "backend", a.cfg.HAProxyBackend, "err", err, "retry_in", backoff)
+		default:
+			backoff, retryAt = 0, time.Time{}
+		}
+	}
+}

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/medic/couchwatch/checks"
+	"github.com/medic/couchwatch/couch"
+	"github.com/medic/couchwatch/haproxy"
+	"github.com/medic/couchwatch/kube"
+)
+
+// pass runs one round: snapshot the verdicts, decide, and (in runtime mode, when
+// useRuntime) reconcile HAProxy. It returns the HAProxy error, if any.
+func (a *app) pass(ctx context.Context, useRuntime bool) error {
+	statuses := a.runner.Snapshot()
+	now := time.Now()
+	a.mu.Lock()
+	prev := a.last
+	a.mu.Unlock()
+
+	ps := passState{at: now, statuses: statuses, pstate: prev.pstate}
+	budget := haproxy.Budget{MinReady: a.cfg.Policy.MinReady}
+	var herr error
+	switch {
+	case a.rt == nil:
+		// Agent mode: no runtime API. HAProxy's servers are assumed ready; Plan still
+		// applies the safety rules, so agent replies never take the last server out.
+		ps.servers, ps.unmapped = mapServers(ctx, a.targets, a.explMap, nil)
+		ps.dec, ps.pstate = decide(a.policyConfig(), a.cfg.HAProxyBackend, statuses, ps.servers, nil, prev.pstate, now)
+		obs := assumedObserved(a.cfg.HAProxyBackend, ps.servers)
+		_, skips := haproxy.Plan(ps.dec.Desired, obs, budget)
+		ps.effective = effective(ps.dec.Desired, obs, skips)
+	case !useRuntime:
+		// Backing off after a HAProxy error: keep what we knew.
+		ps.servers, ps.unmapped, ps.dec, ps.effective, ps.observed = prev.servers, prev.unmapped, prev.dec, prev.effective, prev.observed
+		ps.haproxyErr = prev.haproxyErr
+	default:
+		res, err := a.rec.ReconcileWith(ctx, func(obs haproxy.Observed) haproxy.Desired {
+			ps.servers, ps.unmapped = mapServers(ctx, a.targets, a.explMap, &obs)
+			ps.dec, ps.pstate = decide(a.policyConfig(), a.cfg.HAProxyBackend, statuses, ps.servers, &obs, prev.pstate, now)
+			return ps.dec.Desired
+		})
+		if err != nil {
+			herr = err
+			ps.haproxyErr = err
+			ps.servers, ps.unmapped, ps.dec, ps.effective = prev.servers, prev.unmapped, prev.dec, prev.effective
+		} else {
+			ps.observed = &res.Observed
+			ps.effective = effective(ps.dec.Desired, res.Observed, res.Skipped)
+		}
+	}
+
+	if !slices.Equal(ps.unmapped, prev.unmapped) && len(ps.unmapped) > 0 {
+		a.log.Warn("couchdb nodes without a haproxy server", "backend", a.cfg.HAProxyBackend, "nodes", strings.Join(ps.unmapped, ","),
+			"reason", "no server with that name or address:port; set COUCHWATCH_SERVER_MAP")
+	}
+	if ps.dec.FailOpen && !prev.dec.FailOpen {
+		a.failOpenTotal.Inc()
+		a.log.Error("fail open: every couchdb node looks bad at once; handing every server back to haproxy",
+			"backend", a.cfg.HAProxyBackend, "reason", "more likely couchwatch's own view (network, credentials) than the whole cluster")
+	} else if !ps.dec.FailOpen && prev.dec.FailOpen {
+		a.log.Warn("fail open ended", "backend", a.cfg.HAProxyBackend)
+	}
+	a.failOpen.Set(b2f(ps.dec.FailOpen))
+	a.budgetExhausted.Set(b2f(ps.dec.BudgetExhausted))
+
+	if a.kube != nil {
+		loads := make([]kube.CouchLoad, 0, len(statuses))
+		for _, st := range statuses {
+			loads = append(loads, kube.CouchLoad{Server: st.Node, Degraded: st.Verdict == checks.Degraded,
+				Score: st.Score, Known: st.Verdict != checks.Unknown && st.ScoreKnown})
+		}
+		a.kube.Update(loads)
+	}
+
+	a.mu.Lock()
+	a.last = ps
+	a.mu.Unlock()
+	return herr
+}
+
+func (a *app) policyConfig() PolicyConfig {
+	p := a.cfg.Policy
+	p.loadLow, p.loadHigh = a.cfg.Checks.Load.Low, a.cfg.Checks.Load.High
+	return p
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// assumedObserved is the backend as agent mode assumes it: every mapped server ready.
+func assumedObserved(backend string, servers map[string]string) haproxy.Observed {
+	o := haproxy.Observed{Backend: backend}
+	for _, s := range servers {
+		o.Servers = append(o.Servers, haproxy.Server{Name: s, Admin: haproxy.StateReady, OpUp: true, OpState: 2})
+	}
+	slices.SortFunc(o.Servers, func(x, y haproxy.Server) int { return strings.Compare(x.Name, y.Name) })
+	return o
+}
+
+// effective is the admin state of each wanted server once the pass is applied: what was
+// wanted, except where Plan refused (then what HAProxy has).
+func effective(d haproxy.Desired, obs haproxy.Observed, skips []haproxy.Skip) map[string]haproxy.AdminState {
+	out := make(map[string]haproxy.AdminState, len(d.Servers))
+	for name, w := range d.Servers {
+		out[name] = w.State
+	}
+	for _, s := range skips {
+		for _, o := range obs.Servers {
+			if o.Name == s.Server {
+				out[s.Server] = o.Admin
+			}
+		}
+	}
+	return out
+}
+
+// mapServers finds the HAProxy server of each CouchDB node: COUCHWATCH_SERVER_MAP, else
+// the server named after the host (as CHT names them), else the server whose address and
+// port are the node's. obs is nil in agent mode, where the name is used. Nodes with no
+// server, or whose server is already taken, are returned as unmapped: never guessed.
+func mapServers(ctx context.Context, targets []couch.Target, explicit map[string]string, obs *haproxy.Observed) (map[string]string, []string) {
+	out := map[string]string{}
+	taken := map[string]string{}
+	var unmapped []string
+	for _, t := range targets {
+		srv := explicit[t.Name]
+		if srv == "" && obs == nil {
+			srv = t.Name
+		}
+		if srv == "" {
+			srv = findServer(ctx, t, obs)
+		}
+		if srv == "" || taken[srv] != "" {
+			unmapped = append(unmapped, t.Name)
+			continue
+		}
+		taken[srv] = t.Name
+		out[t.Name] = srv
+	}
+	return out, unmapped
+}
+
+func findServer(ctx context.Context, t couch.Target, obs *haproxy.Observed) string {
+	for _, s := range obs.Servers {
+		if s.Name == t.Name {
+			return s.Name
+		}
+	}
+	host, portStr := t.URL.Hostname(), t.URL.Port()
+	port, _ := strconv.Atoi(portStr)
+	var ips []string
+	if ip := net.ParseIP(host); ip != nil {
+		ips = []string{ip.String()}
+	} else {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		addrs, err := net.DefaultResolver.LookupHost(rctx, host)
+		cancel()
+		if err != nil {
+			return ""
+		}
+		ips = addrs
+	}
+	for _, s := range obs.Servers {
+		if s.Port == port && slices.Contains(ips, s.Addr) {
+			return s.Name
+		}
+	}
+	return ""
+}
+
+// agentReply answers one HAProxy agent-check. server is what HAProxy sent with
+// agent-send ("" with CHT's current config).
+func (a *app) agentReply(server string) haproxy.AgentReply {
+	a.mu.Lock()
+	last := a.last
+	a.mu.Unlock()
+	switch {
+	case last.at.IsZero():
+		return haproxy.AgentReply{Words: []string{"up"}, Comment: "couchwatch starting"}
+	case a.rt != nil:
+		// Runtime mode: the runtime API is the one writer. "up" alone changes no admin
+		// state and no weight, so it never contradicts it (DESIGN.md §3 rule 5).
+		return haproxy.AgentReply{Words: []string{"up"}, Comment: "couchwatch runtime mode"}
+	case server == "":
+		return a.clusterReply(last)
+	}
+	node := ""
+	for n, s := range last.servers {
+		if s == server {
+			node = n
+		}
+	}
+	var st checks.Status
+	for _, s := range last.statuses {
+		if s.Node == node {
+			st = s
+		}
+	}
+	state, ok := last.effective[server]
+	switch {
+	case node == "":
+		return haproxy.AgentReply{Words: []string{"up"}, Comment: "unknown server " + sanitize(server)}
+	case !ok:
+		return haproxy.AgentReply{Words: []string{"up"}, Comment: node + " " + st.Verdict.String()}
+	case state == haproxy.StateReady:
+		return haproxy.AgentReply{Words: []string{"up", "ready"}, Comment: node + " " + st.Verdict.String()}
+	case state == haproxy.StateDrain:
+		return haproxy.AgentReply{Words: []string{"up", "drain"}, Comment: node + " " + st.Reason}
+	case st.Verdict == checks.Down:
+		return haproxy.AgentReply{Words: []string{"down"}, Comment: node + " " + st.Reason}
+	default:
+		return haproxy.AgentReply{Words: []string{"up", "maint"}, Comment: node + " " + st.Reason}
+	}
+}
+
+// clusterReply is the one answer for every server when HAProxy does not say which
+// server asks (CHT's config). serve: up (healthy coordinators keep serving); fail: down
+// while a node is lost, unless every node looks bad (fail open).
+func (a *app) clusterReply(last passState) haproxy.AgentReply {
+	var down []string
+	up := 0
+	for _, st := range last.statuses {
+		switch st.Verdict {
+		case checks.Down:
+			down = append(down, st.Node)
+		case checks.Up, checks.Degraded, checks.Drain:
+			up++
+		}
+	}
+	summary := fmt.Sprintf("%d/%d nodes up", up, len(last.statuses))
+	if a.cfg.OnNodeLoss == "fail" && len(down) > 0 && !last.dec.FailOpen {
+		return haproxy.AgentReply{Words: []string{"down"}, Comment: "node lost: " + strings.Join(down, ",")}
+	}
+	return haproxy.AgentReply{Words: []string{"up"}, Comment: summary}
+}
+
+// sanitize keeps an agent-send string printable and short before it is echoed.
+func sanitize(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e {
+			return '?'
+		}
+		return r
+	}, s)
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return s
+}
