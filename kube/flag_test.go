@@ -1,0 +1,154 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	clocktesting "k8s.io/utils/clock/testing"
+)
+
+func testWriter(t *testing.T, objs ...runtime.Object) (*nodeWriter, *fake.Clientset, *Metrics) {
+	t.Helper()
+	cs := fake.NewClientset(objs...)
+	cfg := DefaultConfig()
+	m := NewMetrics(nil)
+	c := &Controller{cfg: cfg}
+	return &nodeWriter{client: cs, cfg: cfg, clk: clocktesting.NewFakeClock(time.Unix(1e9, 0)), m: m, marks: c.marks, specOK: c.specOK}, cs, m
+}
+
+func foreignNode() *corev1.Node {
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "n1", ResourceVersion: "7", Labels: map[string]string{"team": "x", "couchwatch.medic.org.evil/couchdb-load": "keep"}},
+		Spec: corev1.NodeSpec{Taints: []corev1.Taint{
+			{Key: "dedicated", Value: "db", Effect: corev1.TaintEffectNoSchedule},
+		}},
+		Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}},
+	}
+}
+
+func writes(cs *fake.Clientset) []string {
+	var out []string
+	for _, a := range cs.Actions() {
+		if a.GetVerb() != "get" && a.GetVerb() != "list" && a.GetVerb() != "watch" {
+			out = append(out, a.GetVerb()+"/"+a.GetSubresource())
+		}
+	}
+	return out
+}
+
+func TestEnsureTouchesOnlyOurKeys(t *testing.T) {
+	ctx := context.Background()
+	w, cs, _ := testWriter(t, foreignNode())
+	changed, err := w.Ensure(ctx, nil, "n1", flagSpec{On: true, Server: "couchdb-1"})
+	if err != nil || !changed {
+		t.Fatalf("Ensure on = (%v, %v), want (true, nil)", changed, err)
+	}
+	n, _ := cs.CoreV1().Nodes().Get(ctx, "n1", metav1.GetOptions{})
+	if n.Labels["team"] != "x" || n.Labels["couchwatch.medic.org.evil/couchdb-load"] != "keep" || n.Labels["couchwatch.medic.org/couchdb-load"] != "high" {
+		t.Fatalf("labels = %v", n.Labels)
+	}
+	wantTaints := []corev1.Taint{
+		{Key: "dedicated", Value: "db", Effect: corev1.TaintEffectNoSchedule},
+		{Key: "couchwatch.medic.org/couchdb-saturated", Value: "couchdb-1", Effect: corev1.TaintEffectPreferNoSchedule},
+	}
+	if got, _ := json.Marshal(n.Spec.Taints); string(got) != mustJSON(wantTaints) {
+		t.Fatalf("taints = %s, want %s", got, mustJSON(wantTaints))
+	}
+	if c := condition(n, ConditionType); len(n.Status.Conditions) != 2 || c == nil || c.Status != corev1.ConditionTrue || condition(n, corev1.NodeReady) == nil {
+		t.Fatalf("conditions = %+v", n.Status.Conditions)
+	}
+
+	// Idempotent: a second Ensure writes nothing.
+	cs.ClearActions()
+	if changed, err := w.Ensure(ctx, n, "n1", flagSpec{On: true, Server: "couchdb-1"}); err != nil || changed {
+		t.Fatalf("second Ensure = (%v, %v)", changed, err)
+	}
+	if ws := writes(cs); len(ws) != 0 {
+		t.Fatalf("second Ensure wrote %v", ws)
+	}
+
+	// Clearing removes ours and keeps theirs; the condition turns False.
+	changed, err = w.Ensure(ctx, n, "n1", flagSpec{})
+	if err != nil || !changed {
+		t.Fatalf("Ensure off = (%v, %v)", changed, err)
+	}
+	n, _ = cs.CoreV1().Nodes().Get(ctx, "n1", metav1.GetOptions{})
+	if _, ok := n.Labels["couchwatch.medic.org/couchdb-load"]; ok || n.Labels["team"] != "x" || len(n.Labels) != 2 {
+		t.Fatalf("labels after clear = %v", n.Labels)
+	}
+	if got := mustJSON(n.Spec.Taints); got != mustJSON(wantTaints[:1]) {
+		t.Fatalf("taints after clear = %s", got)
+	}
+	if c := condition(n, ConditionType); c == nil || c.Status != corev1.ConditionFalse || c.Reason != condReasonRecovered {
+		t.Fatalf("condition after clear = %+v", c)
+	}
+}
+
+func TestEnsureRetriesConflicts(t *testing.T) {
+	ctx := context.Background()
+	w, cs, m := testWriter(t, foreignNode())
+	conflicts := 2
+	cs.PrependReactor("patch", "nodes", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() == "" && conflicts > 0 {
+			conflicts--
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "nodes"}, "n1", nil)
+		}
+		return false, nil, nil
+	})
+	stale := foreignNode()
+	changed, err := w.Ensure(ctx, stale, "n1", flagSpec{On: true, Server: "couchdb-1"})
+	if err != nil || !changed {
+		t.Fatalf("Ensure = (%v, %v)", changed, err)
+	}
+	gets := 0
+	for _, a := range cs.Actions() {
+		if a.GetVerb() == "get" {
+			gets++
+		}
+	}
+	if gets != 2 {
+		t.Fatalf("re-read the node %d times after 2 conflicts, want 2", gets)
+	}
+	if v := testutilValue(m.apiErrors.WithLabelValues(verbPatch)); v != 0 {
+		t.Fatalf("conflicts counted as API errors: %v", v)
+	}
+}
+
+func TestEnsureFailureIsCounted(t *testing.T) {
+	w, cs, m := testWriter(t, foreignNode())
+	cs.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "n1", nil)
+	})
+	if _, err := w.Ensure(context.Background(), nil, "n1", flagSpec{On: true}); !apierrors.IsForbidden(err) {
+		t.Fatalf("Ensure = %v, want forbidden", err)
+	}
+	if v := testutilValue(m.apiErrors.WithLabelValues(verbPatch)); v != 1 {
+		t.Fatalf("patch errors = %v, want 1", v)
+	}
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+func condition(n *corev1.Node, typ corev1.NodeConditionType) *corev1.NodeCondition {
+	for i := range n.Status.Conditions {
+		if n.Status.Conditions[i].Type == typ {
+			return &n.Status.Conditions[i]
+		}
+	}
+	return nil
+}
