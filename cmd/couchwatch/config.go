@@ -365,3 +365,21 @@ func printHelp(w io.Writer) {
 	}
 	tw.Flush()
 }
+
+// configDoc renders every variable as a Markdown table (docs/config.md).
+func configDoc() string {
+	var b strings.Builder
+	b.WriteString("# couchwatch configuration\n\n")
+	b.WriteString("Every environment variable couchwatch reads, with its default. Generated from the code\n")
+	b.WriteString("(`couchwatch -help` prints the same); a test fails when it drifts. CHT's own names are reused\n")
+	b.WriteString("where they exist; secrets also have `_FILE` variants and are never logged.\n\n")
+	b.WriteString("| variable | default | meaning |\n|---|---|---|\n")
+	for _, v := range envVars() {
+		d := "`" + v.Default + "`"
+		if v.Default == "" {
+			d = "(unset)"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", v.Name, d, strings.ReplaceAll(v.Help, "|", "\\|"))
+	}
+	return b.String()
+}

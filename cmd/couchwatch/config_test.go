@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -184,3 +185,24 @@ func TestParseServerMap(t *testing.T) {
 		}
 	}
 }
+
+// docs/config.md is the -help table as Markdown; regenerate with
+// `go test ./cmd/couchwatch -run TestConfigDoc -update`.
+func TestConfigDoc(t *testing.T) {
+	want := configDoc()
+	path := filepath.Join("..", "..", "docs", "config.md")
+	if *update {
+		if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to write it)", err)
+	}
+	if string(got) != want {
+		t.Fatalf("docs/config.md is out of date with Config: run go test ./cmd/couchwatch -run TestConfigDoc -update")
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite docs/config.md")
