@@ -45,6 +45,7 @@ type Controller struct {
 
 	kick   chan struct{} // one pending pass, latest wins
 	leader atomic.Bool
+	events atomic.Uint64 // makes event names unique
 
 	// Leader state: only touched while holding leadMu.
 	leadMu  sync.Mutex
@@ -180,13 +181,31 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 	}
 
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metaFor(c.cfg.LeaseName, c.ns),
-		Client:     c.client.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: c.identity},
+	c.log.Info("kubernetes flagger started", "namespace", c.ns, "identity", c.identity,
+		"lease", c.cfg.LeaseName, "dry_run", c.cfg.DryRun, "rebalance", c.cfg.Rebalance)
+	for ctx.Err() == nil {
+		le, err := c.elector()
+		if err != nil {
+			return err
+		}
+		le.Run(ctx)     // returns when ctx ends or the lease is lost
+		c.leadMu.Lock() // wait for the leader loop to stop writing
+		c.leadMu.Unlock()
+		if ctx.Err() == nil {
+			c.log.Warn("lost the lease: cluster writes stopped, standing by")
+		}
 	}
+	return nil
+}
+
+// elector is a fresh leader elector on the Lease for one election round.
+func (c *Controller) elector() (*leaderelection.LeaderElector, error) {
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock:            lock,
+		Lock: &resourcelock.LeaseLock{
+			LeaseMeta:  metaFor(c.cfg.LeaseName, c.ns),
+			Client:     c.client.CoordinationV1(),
+			LockConfig: resourcelock.ResourceLockConfig{Identity: c.identity},
+		},
 		LeaseDuration:   c.cfg.LeaseDuration,
 		RenewDeadline:   c.cfg.RenewDeadline,
 		RetryPeriod:     c.cfg.RetryPeriod,
@@ -198,19 +217,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("leader election: %w", err)
+		return nil, fmt.Errorf("leader election: %w", err)
 	}
-	c.log.Info("kubernetes flagger started", "namespace", c.ns, "identity", c.identity,
-		"lease", c.cfg.LeaseName, "dry_run", c.cfg.DryRun, "rebalance", c.cfg.Rebalance)
-	for ctx.Err() == nil {
-		le.Run(ctx)     // returns when ctx ends or the lease is lost
-		c.leadMu.Lock() // wait for the leader loop to stop writing
-		c.leadMu.Unlock()
-		if ctx.Err() == nil {
-			c.log.Warn("lost the lease: cluster writes stopped, standing by")
-		}
-	}
-	return nil
+	return le, nil
 }
 
 func (c *Controller) syncError(ctx context.Context, what string) error {

@@ -26,7 +26,7 @@ func (c *Controller) event(ctx context.Context, ref corev1.ObjectReference, typ,
 	now := c.clk.Now()
 	ev := &corev1.Event{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:      fmt.Sprintf("%s.%x", ref.Name, now.UnixNano()),
+			Name:      fmt.Sprintf("%s.%x%02x", ref.Name, now.UnixNano(), c.events.Add(1)%256),
 			Namespace: ns,
 		},
 		InvolvedObject:      ref,

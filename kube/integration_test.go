@@ -92,6 +92,7 @@ type running struct {
 	ctl    *kube.Controller
 	m      *kube.Metrics
 	reg    *prometheus.Registry
+	logs   *lockedBuffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -107,7 +108,7 @@ func start(t *testing.T, client kubernetes.Interface, cfg kube.Config, servers [
 		t.Fatalf("NewController: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{ctl: ctl, m: m, reg: reg, cancel: cancel, done: make(chan error, 1)}
+	r := &running{ctl: ctl, m: m, reg: reg, logs: logs, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- ctl.Run(ctx) }()
 	t.Cleanup(func() {
 		r.stop(t)
@@ -247,8 +248,11 @@ func TestFlagsAppearAndClear(t *testing.T) {
 	// Budget: a second saturated CouchDB is not flagged while one node is (max 1).
 	degrade(clk, cfg, c, []*kube.Controller{r.ctl}, 0, 1)
 	kubetest.Eventually(t, wait, "budget refusal logged", func(context.Context) (bool, error) {
-		return metric(t, r.reg, "couchwatch_kube_flagged_nodes", "", "") == 1, nil
+		return strings.Contains(r.logs.String(), "not flagging: budget exhausted"), nil
 	})
+	if got := metric(t, r.reg, "couchwatch_kube_flagged_nodes", "", ""); got != 1 {
+		t.Errorf("flagged nodes = %v, want 1", got)
+	}
 
 	// Cool-down below ClearBelow: every mark goes, the condition turns False.
 	calm(clk, cfg, c, []*kube.Controller{r.ctl})

@@ -41,10 +41,9 @@ ldflags+=" -X k8s.io/component-base/version.gitMinor=37"
 ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
 
 start=$SECONDS
-for b in "${bins[@]}"; do
-	echo "kubebin: building $b" >&2
-	nice -n 10 go build -mod=readonly -trimpath -ldflags="$ldflags" -o "$tmp/$b" "./cmd/$b"
-done
+echo "kubebin: building ${bins[*]} into $out (cold: several minutes)" >&2
+# One go build for all three: shared packages compile once, in parallel.
+nice -n 10 go build -mod=readonly -trimpath -ldflags="$ldflags" -o "$tmp/" ./cmd/...
 echo "kubebin: built in $((SECONDS - start))s" >&2
 
 # Publish atomically: a concurrent build of the same hash wins or loses as a whole.
