@@ -376,7 +376,7 @@ func (c *Controller) pass(ctx context.Context) {
 		}
 	}
 
-	real := 0
+	nFlagged := 0
 	hot := map[string]bool{}
 	for _, n := range nodes {
 		if ctx.Err() != nil {
@@ -387,7 +387,7 @@ func (c *Controller) pass(ctx context.Context) {
 			continue
 		}
 		if c.marks(cur).Taint != nil {
-			real++
+			nFlagged++
 			for _, s := range byNode[n.Name] {
 				if servers[s].Hot {
 					hot[n.Name] = true
@@ -395,7 +395,7 @@ func (c *Controller) pass(ctx context.Context) {
 			}
 		}
 	}
-	c.m.flagged.Set(float64(real))
+	c.m.flagged.Set(float64(nFlagged))
 	if c.cfg.Rebalance && len(hot) > 0 {
 		pods, err := lookup.List(labels.Everything())
 		if err == nil {
