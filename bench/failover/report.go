@@ -29,7 +29,8 @@ type summary struct {
 	Failed, Sent  float64
 	Stuck         float64
 	OthersOut     float64
-	Statuses      map[int]int // over every repetition
+	AllOut        time.Duration // median time until every server was out, when they all were
+	Statuses      map[int]int   // over every repetition
 }
 
 // summarize returns one summary per method x fault, in run order.
@@ -47,6 +48,7 @@ func (r *report) summarize() []summary {
 		s := &out[i]
 		var ds []time.Duration
 		var failed, sent, stuck, others []int
+		var allOut []time.Duration
 		for _, c := range r.cells {
 			if c.Method != s.Method || c.Fault != s.Fault {
 				continue
@@ -60,6 +62,13 @@ func (r *report) summarize() []summary {
 			ds = append(ds, d)
 			failed, sent, stuck = append(failed, c.Failed), append(sent, c.Sent), append(stuck, c.Stuck)
 			others = append(others, len(c.OthersOut))
+			if c.Detected && len(c.OthersOut) == nodes-1 {
+				last := c.Detect
+				for _, d := range c.OthersOut {
+					last = max(last, d)
+				}
+				allOut = append(allOut, last)
+			}
 			for k, v := range c.Statuses {
 				s.Statuses[k] += v
 			}
@@ -72,6 +81,7 @@ func (r *report) summarize() []summary {
 		s.MinD, s.MaxD = ds[0], ds[len(ds)-1]
 		s.Failed, s.Sent = benchkit.MedianInt(failed), benchkit.MedianInt(sent)
 		s.Stuck, s.OthersOut = benchkit.MedianInt(stuck), benchkit.MedianInt(others)
+		s.AllOut = benchkit.Median(allOut)
 	}
 	return out
 }
@@ -130,7 +140,7 @@ func (r *report) write(w io.Writer) {
 			tuned[s.Fault] = s
 		}
 	}
-	t := benchkit.Table{Header: []string{"method", "fault", "out of rotation after", "vs tuned checks", "failed / sent", "failures", "stuck >1s", "other servers taken out"}}
+	t := benchkit.Table{Header: []string{"method", "fault", "out of rotation after", "vs tuned checks", "failed / sent", "failures (all reps)", "stuck >1s", "other servers taken out"}}
 	for _, s := range sums {
 		rng := ""
 		if s.Reps > 1 && s.detected() {
@@ -141,7 +151,7 @@ func (r *report) write(w io.Writer) {
 			ratio = benchkit.Ratio(float64(s.Detect), float64(tu.Detect))
 		}
 		t.Add(methodByKey(s.Method).Name, s.Fault, fmtDetect(s.Detect, cfg.MaxDetect)+rng, ratio,
-			fmtNum(s.Failed)+" / "+fmtNum(s.Sent), fmtStatuses(s.Statuses), fmtNum(s.Stuck), fmtNum(s.OthersOut)+" of 2")
+			fmtNum(s.Failed)+" / "+fmtNum(s.Sent), fmtStatuses(s.Statuses), fmtNum(s.Stuck), fmtOthers(s))
 	}
 	t.Write(w)
 
@@ -177,4 +187,12 @@ func shortMs(d, limit time.Duration) string {
 		return ">" + benchkit.Ms(limit)
 	}
 	return strings.TrimSuffix(benchkit.Ms(d), " ms")
+}
+
+func fmtOthers(s summary) string {
+	out := fmtNum(s.OthersOut) + " of " + fmt.Sprint(nodes-1)
+	if s.AllOut > 0 {
+		out += ", all " + fmt.Sprint(nodes) + " out after " + benchkit.Ms(s.AllOut)
+	}
+	return out
 }

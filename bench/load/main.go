@@ -41,6 +41,9 @@ type config struct {
 	// Couchwatch tuning (shortened so it reacts within the warm-up).
 	SystemInterval, Sustain time.Duration
 	Methods                 []string
+	// Rounds: the methods run in turn, round after round, so slow phases of a shared
+	// machine hit every method alike; the table shows medians over rounds.
+	Rounds int
 }
 
 func defaultConfig() config {
@@ -48,7 +51,7 @@ func defaultConfig() config {
 		Rate: 200, Warmup: 5 * time.Second, MaxWarmup: 30 * time.Second, Duration: 20 * time.Second,
 		Base: 5 * time.Millisecond, PerInflight: 20 * time.Millisecond, Loaded: 3, Timeout: 30 * time.Second,
 		SystemInterval: 500 * time.Millisecond, Sustain: 2 * time.Second,
-		Methods: []string{methodCouchwatch, methodLeastconn, methodRoundrobin},
+		Methods: []string{methodCouchwatch, methodLeastconn, methodRoundrobin}, Rounds: 3,
 	}
 }
 
@@ -72,6 +75,9 @@ func (c config) validate() error {
 	}
 	if c.Loaded < 1 || c.Loaded > nodes {
 		errs = append(errs, fmt.Errorf("-loaded must be 1..%d", nodes))
+	}
+	if c.Rounds < 1 || c.Rounds > 20 {
+		errs = append(errs, fmt.Errorf("-rounds must be 1..20, got %d", c.Rounds))
 	}
 	if len(c.Methods) == 0 {
 		errs = append(errs, errors.New("-methods: at least one"))
@@ -100,6 +106,7 @@ func mainErr() int {
 	fs.IntVar(&cfg.Loaded, "loaded", cfg.Loaded, "which node (1-based) is saturated")
 	fs.DurationVar(&cfg.SystemInterval, "system-interval", cfg.SystemInterval, "COUCHWATCH_SYSTEM_INTERVAL for the run")
 	fs.DurationVar(&cfg.Sustain, "sustain", cfg.Sustain, "COUCHWATCH_LOAD_SUSTAIN for the run")
+	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "rounds of every method in turn (medians are shown)")
 	methods := fs.String("methods", strings.Join(cfg.Methods, ","), "methods to run: couchwatch,leastconn,roundrobin")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
@@ -134,6 +141,7 @@ type row struct {
 	LoadedState, Detail    string
 	Measured               time.Duration
 	Offered                int
+	RoundP99               []time.Duration
 	reactedOK, hadReaction bool
 }
 
@@ -164,18 +172,53 @@ func run(ctx context.Context, cfg config, out, progress io.Writer) ([]row, error
 		}
 	}
 	started := time.Now()
+	byMethod := map[string][]row{}
+	for round := range cfg.Rounds {
+		for _, m := range cfg.Methods {
+			r, err := runMethod(ctx, cfg, cluster, bin, m)
+			if err != nil {
+				return nil, fmt.Errorf("%s round %d: %w", m, round+1, err)
+			}
+			fmt.Fprintf(progress, "round %d %-10s p50 %s p99 %s, %.1f ok/s, %d errors, %.1f%% on the saturated node %s\n",
+				round+1, m, benchkit.Ms(r.P50), benchkit.Ms(r.P99), r.Throughput, r.Errors, 100*r.LoadedShare, r.Detail)
+			byMethod[m] = append(byMethod[m], r)
+		}
+	}
 	var rows []row
 	for _, m := range cfg.Methods {
-		r, err := runMethod(ctx, cfg, cluster, bin, m)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", m, err)
-		}
-		fmt.Fprintf(progress, "%-10s p50 %s p99 %s, %.1f ok/s, %d errors, %.1f%% on the saturated node %s\n",
-			m, benchkit.Ms(r.P50), benchkit.Ms(r.P99), r.Throughput, r.Errors, 100*r.LoadedShare, r.Detail)
-		rows = append(rows, r)
+		rows = append(rows, medianRow(byMethod[m]))
 	}
 	write(out, cfg, started, rows)
 	return rows, nil
+}
+
+// medianRow folds the rounds of one method: medians of latencies, throughput and share,
+// errors and answers summed, and every round's p99 kept.
+func medianRow(rs []row) row {
+	out := rs[len(rs)-1]
+	pick := func(f func(row) time.Duration) time.Duration {
+		var ds []time.Duration
+		for _, r := range rs {
+			ds = append(ds, f(r))
+		}
+		return benchkit.Median(ds)
+	}
+	out.P50 = pick(func(r row) time.Duration { return r.P50 })
+	out.P90 = pick(func(r row) time.Duration { return r.P90 })
+	out.P99 = pick(func(r row) time.Duration { return r.P99 })
+	out.Max = pick(func(r row) time.Duration { return r.Max })
+	out.Reacted = pick(func(r row) time.Duration { return r.Reacted })
+	out.Throughput = float64(pick(func(r row) time.Duration { return time.Duration(r.Throughput * 1000) })) / 1000
+	out.LoadedShare = float64(pick(func(r row) time.Duration { return time.Duration(r.LoadedShare * 1e6) })) / 1e6
+	out.OK, out.Errors, out.reactedOK = 0, 0, true
+	out.RoundP99 = nil
+	for _, r := range rs {
+		out.OK += r.OK
+		out.Errors += r.Errors
+		out.reactedOK = out.reactedOK && (r.reactedOK || !r.hadReaction)
+		out.RoundP99 = append(out.RoundP99, r.P99)
+	}
+	return out
 }
 
 func serverName(i int) string { return fmt.Sprintf("couchdb%d", i+1) }
@@ -316,13 +359,22 @@ func sleepUntil(ctx context.Context, t time.Time) error {
 	}
 }
 
+func rounds(ds []time.Duration) string {
+	var parts []string
+	for _, d := range ds {
+		parts = append(parts, strings.TrimSuffix(benchkit.Ms(d), " ms"))
+	}
+	return strings.Join(parts, ", ")
+}
+
 func write(w io.Writer, cfg config, started time.Time, rows []row) {
 	fmt.Fprintf(w, "# load: %s, %s/%s, %d CPUs, HAProxy 2.6\n", started.UTC().Format("2006-01-02 15:04 MST"),
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
 	fmt.Fprintf(w, "\n%d nodes, every reply +%s; node %d saturated: +%s per data request in flight and _system load 1 (run_queue 28).\n",
 		nodes, cfg.Base, cfg.Loaded, cfg.PerInflight)
-	fmt.Fprintf(w, "%.0f req/s offered open loop, measured over %s after a %s warm-up (couchwatch: and after it steered);\n",
-		cfg.Rate, cfg.Duration, cfg.Warmup)
+	fmt.Fprintf(w, "%.0f req/s offered open loop, measured over %s after a %s warm-up (couchwatch: and after it steered); %d rounds of\n",
+		cfg.Rate, cfg.Duration, cfg.Warmup, cfg.Rounds)
+	fmt.Fprintf(w, "every method in turn, medians over rounds (errors summed; p99 of each round in ms in the last column);\n")
 	fmt.Fprintf(w, "latency from each request's due time. couchwatch: runtime API, COUCHWATCH_SYSTEM_INTERVAL=%s COUCHWATCH_LOAD_SUSTAIN=%s, rest default.\n",
 		cfg.SystemInterval, cfg.Sustain)
 	var lc *row
@@ -331,7 +383,7 @@ func write(w io.Writer, cfg config, started time.Time, rows []row) {
 			lc = &rows[i]
 		}
 	}
-	t := benchkit.Table{Header: []string{"method", "p50", "p90", "p99", "max", "ok/s", "errors", "on saturated node", "p99 vs leastconn", "p50 vs leastconn"}}
+	t := benchkit.Table{Header: []string{"method", "p50", "p90", "p99", "max", "ok/s", "errors", "on saturated node", "p99 vs leastconn", "p50 vs leastconn", "p99 per round"}}
 	for _, r := range rows {
 		p99r, p50r := "-", "-"
 		if lc != nil {
@@ -345,12 +397,12 @@ func write(w io.Writer, cfg config, started time.Time, rows []row) {
 			name = "balance " + r.Method
 		}
 		t.Add(name, benchkit.Ms(r.P50), benchkit.Ms(r.P90), benchkit.Ms(r.P99), benchkit.Ms(r.Max),
-			fmt.Sprintf("%.1f", r.Throughput), fmt.Sprint(r.Errors), fmt.Sprintf("%.1f %%", 100*r.LoadedShare), p99r, p50r)
+			fmt.Sprintf("%.1f", r.Throughput), fmt.Sprint(r.Errors), fmt.Sprintf("%.1f %%", 100*r.LoadedShare), p99r, p50r, rounds(r.RoundP99))
 	}
 	t.Write(w)
 	for _, r := range rows {
 		if r.hadReaction {
-			fmt.Fprintf(w, "\ncouchwatch steered %s away %s after it started; at the end HAProxy showed it %s.\n",
+			fmt.Fprintf(w, "\ncouchwatch steered %s away %s (median) after it started; at the end of the last round HAProxy showed it %s.\n",
 				serverName(cfg.Loaded-1), r.Reacted.Round(100*time.Millisecond), r.LoadedState)
 		}
 	}

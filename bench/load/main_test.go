@@ -23,7 +23,7 @@ func TestLoadSmoke(t *testing.T) {
 		t.Skip("runs HAProxy and couchwatch for ~15 s")
 	}
 	cfg := defaultConfig()
-	cfg.Rate = 50
+	cfg.Rate, cfg.Rounds = 50, 1
 	cfg.Warmup, cfg.MaxWarmup, cfg.Duration = time.Second, 20*time.Second, 2*time.Second
 	cfg.SystemInterval, cfg.Sustain = 200*time.Millisecond, time.Second
 	if err := cfg.validate(); err != nil {
@@ -52,5 +52,21 @@ func TestLoadSmoke(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
 		}
+	}
+}
+
+func TestMedianRow(t *testing.T) {
+	ms := time.Millisecond
+	rs := []row{
+		{Method: "x", P50: 5 * ms, P99: 90 * ms, OK: 10, Errors: 1, Throughput: 10, LoadedShare: 0.2},
+		{Method: "x", P50: 7 * ms, P99: 30 * ms, OK: 20, Errors: 0, Throughput: 30, LoadedShare: 0.1},
+		{Method: "x", P50: 6 * ms, P99: 60 * ms, OK: 30, Errors: 2, Throughput: 20, LoadedShare: 0.3},
+	}
+	got := medianRow(rs)
+	if got.P50 != 6*ms || got.P99 != 60*ms || got.OK != 60 || got.Errors != 3 || got.Throughput != 20 || got.LoadedShare != 0.2 {
+		t.Errorf("medianRow = %+v", got)
+	}
+	if len(got.RoundP99) != 3 || got.RoundP99[0] != 90*ms {
+		t.Errorf("RoundP99 = %v", got.RoundP99)
 	}
 }

@@ -100,6 +100,9 @@ type row struct {
 	HAProxyCPU  float64
 	HAProxyRSS  float64
 	StartupTime time.Duration // couchwatch start until every node up
+	HeapMiB     float64       // go_memstats_heap_inuse_bytes at the end of the window
+	GoSysMiB    float64       // go_memstats_sys_bytes: everything the Go runtime got from the OS
+	Goroutines  float64
 }
 
 func run(ctx context.Context, cfg config, out, progress io.Writer) ([]row, error) {
@@ -197,6 +200,9 @@ func measure(ctx context.Context, cfg config, bin string, n int) (row, error) {
 		return r, err
 	}
 	r.Usage = benchkit.UsageBetween(p0, p1)
+	r.HeapMiB = m1.Sum("go_memstats_heap_inuse_bytes", nil) / (1 << 20)
+	r.GoSysMiB = m1.Sum("go_memstats_sys_bytes", nil) / (1 << 20)
+	r.Goroutines = m1.Sum("go_goroutines", nil)
 	hu := benchkit.UsageBetween(h0, h1)
 	r.HAProxyCPU, r.HAProxyRSS = hu.CPUPercent, hu.RSSMiB
 	r.ReqRate = float64(req1-req0) / r.Usage.Window.Seconds()
@@ -288,13 +294,13 @@ func write(w io.Writer, cfg config, started time.Time, rows []row) {
 	fmt.Fprintf(w, "CPU in %% of one core and RSS over %s; pass = couchwatch_haproxy_reconcile_duration_seconds over the same window\n", cfg.Window)
 	fmt.Fprintf(w, "(mean = sum/count; p99 and max are bucket upper bounds); forced change = stop K nodes, time until HAProxy shows all K out.\n")
 	t := benchkit.Table{Header: []string{"nodes", "couchwatch CPU", "RSS", "peak RSS", "requests/s to CouchDB", "passes/s",
-		"pass mean", "pass p99 <=", "pass max <=", "K stopped: all out after", "pass mean during change", "HAProxy worker CPU", "start to all up"}}
+		"pass mean", "pass p99 <=", "pass max <=", "K stopped: all out after", "pass mean during change", "HAProxy worker CPU", "start to all up", "Go heap in use", "Go sys", "goroutines"}}
 	for _, r := range rows {
 		t.Add(fmt.Sprint(r.Nodes), fmt.Sprintf("%.2f %%", r.Usage.CPUPercent), fmt.Sprintf("%.1f MiB", r.Usage.RSSMiB),
 			fmt.Sprintf("%.1f MiB", r.Usage.PeakMiB), fmt.Sprintf("%.0f", r.ReqRate),
 			fmt.Sprintf("%.2f", r.Passes/r.Usage.Window.Seconds()), secs(r.PassMean), secs(r.PassP99), secs(r.PassMax),
 			fmt.Sprintf("%d: %s", r.Stopped, benchkit.Ms(r.AllOut)), secs(r.ChangeMean), fmt.Sprintf("%.2f %%", r.HAProxyCPU),
-			benchkit.Ms(r.StartupTime))
+			benchkit.Ms(r.StartupTime), fmt.Sprintf("%.1f MiB", r.HeapMiB), fmt.Sprintf("%.1f MiB", r.GoSysMiB), fmt.Sprintf("%.0f", r.Goroutines))
 	}
 	if len(rows) == 2 {
 		a, b := rows[0], rows[1]
@@ -302,7 +308,8 @@ func write(w io.Writer, cfg config, started time.Time, rows []row) {
 			benchkit.Ratio(b.Usage.RSSMiB, a.Usage.RSSMiB), benchkit.Ratio(b.Usage.PeakMiB, a.Usage.PeakMiB),
 			benchkit.Ratio(b.ReqRate, a.ReqRate), "", benchkit.Ratio(b.PassMean, a.PassMean), "", "",
 			benchkit.Ratio(float64(b.AllOut), float64(a.AllOut)), benchkit.Ratio(b.ChangeMean, a.ChangeMean),
-			benchkit.Ratio(b.HAProxyCPU, a.HAProxyCPU), "")
+			benchkit.Ratio(b.HAProxyCPU, a.HAProxyCPU), "", benchkit.Ratio(b.HeapMiB, a.HeapMiB), benchkit.Ratio(b.GoSysMiB, a.GoSysMiB),
+			benchkit.Ratio(b.Goroutines, a.Goroutines))
 	}
 	t.Write(w)
 }
