@@ -96,14 +96,23 @@ func TestLiveMetricsCoverRulesAndDashboard(t *testing.T) {
 		time.Sleep(50 * time.Millisecond) // polling a condition with a deadline
 	}
 
-	resp, err := client.Get("http://" + listen + "/metrics")
-	if err != nil {
+	// Put node 3 in maintenance (nolb): couchwatch drains it, so the drain counters exist
+	// too. Scrape until they appear.
+	if err := cluster.Nodes()[2].SetMaintenance("nolb"); err != nil {
 		t.Fatal(err)
 	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
+	var body []byte
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		body = scrape(t, client, "http://"+listen+"/metrics")
+		if bytes.Contains(body, []byte("couchwatch_haproxy_drains_total{")) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("no drain counted 20s after node 3 went into maintenance")
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // polling a condition with a deadline
 	}
 	families := map[string]string{} // name -> type
 	sc := bufio.NewScanner(bytes.NewReader(body))
@@ -124,6 +133,20 @@ func TestLiveMetricsCoverRulesAndDashboard(t *testing.T) {
 	for _, m := range missing {
 		t.Errorf("not exported by a live couchwatch: %s", m)
 	}
+}
+
+func scrape(t *testing.T, client *http.Client, url string) []byte {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return body
 }
 
 // syncBuf collects a process's output from its copying goroutines.

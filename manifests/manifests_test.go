@@ -249,7 +249,7 @@ func kubectl(t *testing.T) string {
 
 func run(t *testing.T, stdin []byte, env []string, name string, args ...string) []byte {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute) // a cold go build is slow
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	if stdin != nil {
