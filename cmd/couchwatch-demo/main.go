@@ -26,6 +26,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/medic/couchwatch/couch/couchtest"
 	"github.com/medic/couchwatch/haproxy/haproxytest"
 )
@@ -43,17 +45,15 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "couchwatch-demo: -couchwatch is required")
 		return 2
 	}
-	if !*script {
-		if fi, err := os.Stdin.Stat(); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
-			*script = true
-		}
+	if _, err := unix.IoctlGetTermios(int(os.Stdin.Fd()), unix.TCGETS); err != nil {
+		*script = true // not a terminal
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *duration)
 	defer cancel()
 
-	d, err := start(ctx, *bin, *listen, *rate)
+	d, err := start(ctx, cancel, *bin, *listen, *rate)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "couchwatch-demo:", err)
 		return 1
@@ -80,7 +80,8 @@ type demo struct {
 	cwDone  chan error
 	logPath string
 	listen  string
-	names   []string // HAProxy server names, in node order
+	stop    context.CancelFunc // ends the traffic
+	names   []string           // HAProxy server names, in node order
 
 	ok, failed atomic.Int64
 	mu         sync.Mutex
@@ -88,12 +89,12 @@ type demo struct {
 	wg         sync.WaitGroup
 }
 
-func start(ctx context.Context, bin, listen string, rate int) (*demo, error) {
+func start(ctx context.Context, stop context.CancelFunc, bin, listen string, rate int) (*demo, error) {
 	cl, err := couchtest.Start(3, couchtest.Options{NetTickTime: 10 * time.Second})
 	if err != nil {
 		return nil, err
 	}
-	d := &demo{cluster: cl, listen: listen, byNode: map[string]int64{}}
+	d := &demo{cluster: cl, listen: listen, byNode: map[string]int64{}, stop: stop}
 	var specs []haproxytest.ServerSpec
 	var servers []string
 	for i, n := range cl.Nodes() {
@@ -163,6 +164,7 @@ func (d *demo) waitReady(ctx context.Context) error {
 }
 
 func (d *demo) close() {
+	d.stop()
 	if d.cw != nil && d.cw.Process != nil {
 		_ = d.cw.Process.Signal(syscall.SIGTERM)
 		select {
@@ -244,12 +246,12 @@ func (d *demo) table(w io.Writer) {
 		byNode[k] = v
 	}
 	d.mu.Unlock()
-	fmt.Fprintf(w, "%-10s %-7s %-6s %-28s %s\n", "server", "status", "weight", "simulated node", "requests served")
+	fmt.Fprintf(w, "%-10s %-9s %-6s %-28s %s\n", "server", "status", "weight", "simulated node", "requests served")
 	for i, name := range d.names {
 		s := servers[name]
 		n := d.cluster.Nodes()[i]
 		st := n.Status()
-		fmt.Fprintf(w, "%-10s %-7s %-6d %-28s %d\n", name, s.Status, s.Weight, fmt.Sprintf("%s %s", n.ErlangName(), describe(st)), byNode[n.ErlangName()])
+		fmt.Fprintf(w, "%-10s %-9s %-6d %-28s %d\n", name, s.Status, s.Weight, fmt.Sprintf("%s %s", n.ErlangName(), describe(st)), byNode[n.ErlangName()])
 	}
 	fmt.Fprintf(w, "requests through HAProxy: %d ok, %d failed\n", d.ok.Load(), d.failed.Load())
 }
@@ -397,7 +399,7 @@ func (d *demo) tour(ctx context.Context) error {
 	}{
 		{"crash node 2: couchwatch puts couchdb-2 in maint", "stop 2", "couchdb-2", isMaint},
 		{"start node 2 again: couchwatch verifies it and makes it ready", "start 2", "couchdb-2", isReady},
-		{"hang node 3 (accepts, never answers): taken out within one probe timeout", "hang 3", "couchdb-3", isMaint},
+		{"hang node 3 (accepts, never answers): taken out after COUCHWATCH_FALL probes time out", "hang 3", "couchdb-3", isMaint},
 		{"resume node 3", "resume 3", "couchdb-3", isReady},
 		{"node 1 enters CouchDB maintenance_mode=nolb: drained, then maint once idle", "nolb 1", "couchdb-1", func(s haproxytest.Server) bool { return isDrain(s) || isMaint(s) }},
 		{"node 1 back online", "online 1", "couchdb-1", isReady},
