@@ -358,7 +358,6 @@ func (r *Runner) membershipPass(ctx context.Context) {
 	type answer struct {
 		name string
 		m    *couch.Membership
-		n    int
 	}
 	answers := make([]answer, len(r.nodes))
 	var wg sync.WaitGroup
@@ -369,21 +368,16 @@ func (r *Runner) membershipPass(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			pctx, cancel := context.WithTimeout(ctx, r.cfg.SystemTimeout)
-			defer cancel()
-			if name == "" {
+			if name == "" { // learnt once: a node's name does not change while it runs
+				pctx, cancel := context.WithTimeout(ctx, r.cfg.SystemTimeout)
 				if got, err := rn.n.LocalName(pctx); err == nil {
 					name = got
 				}
+				cancel()
 			}
 			answers[i].name = name
 			if obs, _, err := r.probe(ctx, rn, ProbeMembership, CheckMembership, r.cfg.SystemTimeout); err == nil {
 				answers[i].m = obs.Membership
-			}
-			if v, err := rn.n.ConfigValue(pctx, "cluster", "n"); err == nil {
-				if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n > 0 {
-					answers[i].n = n
-				}
 			}
 		}()
 	}
@@ -391,34 +385,38 @@ func (r *Runner) membershipPass(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
+	n := r.readClusterN(ctx)
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if n > 0 {
+		r.clusterN = n
+	}
+	r.m.clusterN.Set(float64(r.clusterN))
+	copies := 0
+	if r.clusterN > 0 {
+		copies = r.clusterN - 1
+	}
+	// Each peer's all_nodes as a set, for peers that are up and answered.
+	peers := make([]map[string]bool, len(r.nodes))
 	for i, rn := range r.nodes {
 		rn.status.ErlangName = answers[i].name
 		rn.members = answers[i].m
-		if answers[i].n > 0 {
-			r.clusterN = answers[i].n
-		}
-	}
-	r.m.clusterN.Set(float64(r.clusterN))
-	for _, rn := range r.nodes {
-		copies := 0
-		if r.clusterN > 0 {
-			copies = r.clusterN - 1
-		}
 		r.m.copiesAfterLs.WithLabelValues(rn.n.Name()).Set(float64(copies))
+		if rn.members != nil && rn.st.base == Up {
+			peers[i] = make(map[string]bool, len(rn.members.AllNodes))
+			for _, a := range rn.members.AllNodes {
+				peers[i][a] = true
+			}
+		}
 	}
 	for i, rn := range r.nodes {
 		me := rn.status.ErlangName
 		var missing []string
 		if me != "" && rn.st.base == Up {
-			for j, peer := range r.nodes {
-				if i == j || peer.members == nil || peer.st.base != Up {
-					continue
-				}
-				if !slices.Contains(peer.members.AllNodes, me) {
-					missing = append(missing, peer.status.ErlangName)
+			for j, set := range peers {
+				if i != j && set != nil && !set[me] {
+					missing = append(missing, r.nodes[j].status.ErlangName)
 				}
 			}
 		}
@@ -435,4 +433,27 @@ func (r *Runner) membershipPass(ctx context.Context) {
 				"reason", "missing from all_nodes of "+strings.Join(missing, ","))
 		}
 	}
+}
+
+// readClusterN asks one node that answers for the cluster's n (the same on every node).
+func (r *Runner) readClusterN(ctx context.Context) int {
+	for _, rn := range r.nodes {
+		r.mu.Lock()
+		up := rn.st.base == Up
+		r.mu.Unlock()
+		if !up {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, r.cfg.SystemTimeout)
+		v, err := rn.n.ConfigValue(pctx, "cluster", "n")
+		cancel()
+		if err != nil {
+			continue
+		}
+		if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n > 0 {
+			return n
+		}
+		return 0
+	}
+	return 0
 }

@@ -176,7 +176,8 @@ func newApp(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*app, error
 		Help: "1 while a load drain is wanted but the drain budget is used up."})
 	reg.MustRegister(buildInfo, a.failOpen, a.failOpenTotal, a.budgetExhausted)
 
-	opts := couch.Options{User: cfg.User, Password: cfg.Password, Timeout: cfg.Checks.Timeout}
+	// Every runner call carries its own deadline; this is only the fallback.
+	opts := couch.Options{User: cfg.User, Password: cfg.Password, Timeout: max(cfg.Checks.Timeout, cfg.Checks.SystemTimeout)}
 	for _, t := range targets {
 		n, err := couch.NewNode(t, opts)
 		if err != nil {

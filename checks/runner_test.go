@@ -1,0 +1,168 @@
+package checks
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/medic/couchwatch/couch"
+	"github.com/medic/couchwatch/couch/couchtest"
+)
+
+func testConfig() Config {
+	return Config{Interval: 50 * time.Millisecond, Timeout: 150 * time.Millisecond, FastInterval: 20 * time.Millisecond,
+		Rise: 2, Fall: 2, Hold: true, SystemInterval: 50 * time.Millisecond, SystemTimeout: 500 * time.Millisecond,
+		MembershipInterval: 100 * time.Millisecond, Load: func() LoadConfig {
+			l := defaultLoad()
+			l.Sustain, l.Cooldown, l.Smoothing = 0, 0, 1
+			return l
+		}()}
+}
+
+type runnerEnv struct {
+	cluster *couchtest.Cluster
+	runner  *Runner
+	reg     *prometheus.Registry
+}
+
+func startRunner(t *testing.T, cfg Config) *runnerEnv {
+	t.Helper()
+	cl := couchtest.NewClusterT(t, 3, couchtest.Options{NetTickTime: time.Second})
+	var nodes []*couch.Node
+	for _, n := range cl.Nodes() {
+		u, _ := url.Parse(n.URL())
+		node, err := couch.NewNode(couch.Target{Name: n.Addr(), URL: u}, couch.Options{User: cl.User(), Password: cl.Password()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, node)
+	}
+	reg := prometheus.NewRegistry()
+	r := NewRunner(cfg, nodes, slog.New(slog.NewTextHandler(io.Discard, nil)), NewMetrics(reg), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return &runnerEnv{cluster: cl, runner: r, reg: reg}
+}
+
+// waitFor waits for cond on the snapshot, waking on verdict changes and re-checking on a
+// short tick for fields that change without a verdict change.
+func (e *runnerEnv) waitFor(t *testing.T, what string, cond func([]Status) bool) []Status {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s := e.runner.Snapshot()
+		if cond(s) {
+			return s
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("never %s: %+v", what, s)
+		case <-e.runner.Changed():
+		case <-tick.C:
+		}
+	}
+}
+
+func TestRunnerVerdicts(t *testing.T) {
+	e := startRunner(t, testConfig())
+	n2 := e.cluster.Nodes()[1]
+	all := func(v Verdict) func([]Status) bool {
+		return func(s []Status) bool {
+			for _, x := range s {
+				if x.Verdict != v {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	is := func(i int, v Verdict) func([]Status) bool { return func(s []Status) bool { return s[i].Verdict == v } }
+	s := e.waitFor(t, "all up", all(Up))
+	if !s[0].Verified {
+		t.Fatalf("up node not verified: %+v", s[0])
+	}
+
+	n2.Hang()
+	s = e.waitFor(t, "node 2 down (hung)", is(1, Down))
+	if s[1].Reason != string(couch.ReasonTimeout) {
+		t.Errorf("hung node reason %q, want timeout", s[1].Reason)
+	}
+	n2.Resume()
+	e.waitFor(t, "all up again", all(Up))
+
+	if err := n2.SetMaintenance("nolb"); err != nil {
+		t.Fatal(err)
+	}
+	s = e.waitFor(t, "node 2 drain", is(1, Drain))
+	if s[1].Reason != "maintenance nolb" || s[1].Verified {
+		t.Errorf("drain status %+v", s[1])
+	}
+	_ = n2.SetMaintenance("")
+	e.waitFor(t, "all up again", all(Up))
+
+	n2.SetLoad(1)
+	s = e.waitFor(t, "node 2 degraded", is(1, Degraded))
+	if s[1].ScoreSignal != "run_queue" || s[1].Score < 0.8 {
+		t.Errorf("degraded status %+v", s[1])
+	}
+	if got := testutil.ToFloat64(e.runner.m.runQueue.WithLabelValues(n2.Addr())); got < 20 {
+		t.Errorf("run_queue metric %v", got)
+	}
+	n2.SetLoad(0)
+	e.waitFor(t, "all up again", all(Up))
+
+	if got := testutil.ToFloat64(e.runner.m.verdict.WithLabelValues(n2.Addr(), "up")); got != 1 {
+		t.Errorf("verdict{up} = %v", got)
+	}
+	if got := testutil.ToFloat64(e.runner.m.transitions.WithLabelValues(n2.Addr(), "down")); got != 1 {
+		t.Errorf("transitions{down} = %v, want 1", got)
+	}
+}
+
+// A node missing from its peers' all_nodes while it answers /_up is a disagreement;
+// the cluster's n is read from the config.
+func TestRunnerMembership(t *testing.T) {
+	e := startRunner(t, testConfig())
+	e.cluster.SetMissingFromPeers(2, true)
+	s := e.waitFor(t, "disagreement on node 3", func(s []Status) bool { return s[2].Disagreement })
+	if len(s[2].MissingFrom) != 2 || s[0].Disagreement || s[1].Disagreement {
+		t.Fatalf("statuses %+v", s)
+	}
+	if s[2].Verdict != Up {
+		t.Errorf("disagreement changed the verdict to %s", s[2].Verdict)
+	}
+	if e.runner.ClusterN() != 3 {
+		t.Errorf("cluster n = %d, want 3", e.runner.ClusterN())
+	}
+	if got := testutil.ToFloat64(e.runner.m.copiesAfterLs.WithLabelValues(e.cluster.Nodes()[0].Addr())); got != 2 {
+		t.Errorf("shard copies after loss = %v, want 2", got)
+	}
+	e.cluster.SetMissingFromPeers(2, false)
+	e.waitFor(t, "agreement", func(s []Status) bool { return !s[2].Disagreement })
+}
+
+// With the regular interval far away, a crash is still noticed: the held connection drops
+// and the node is re-probed at once.
+func TestRunnerHeldConnectionNoticesCrash(t *testing.T) {
+	cfg := testConfig()
+	cfg.Interval = time.Hour
+	cfg.SystemInterval, cfg.MembershipInterval = time.Hour, time.Hour
+	e := startRunner(t, cfg)
+	// Rise 2 needs a second probe: the fast interval covers the transition.
+	e.waitFor(t, "all up", func(s []Status) bool { return s[0].Verdict == Up && s[1].Verdict == Up && s[2].Verdict == Up })
+	e.cluster.Nodes()[0].Stop()
+	s := e.waitFor(t, "node 1 down", func(s []Status) bool { return s[0].Verdict == Down })
+	if s[0].Reason != string(couch.ReasonRefused) {
+		t.Errorf("reason %q, want refused", s[0].Reason)
+	}
+}
