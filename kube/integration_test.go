@@ -95,6 +95,7 @@ type running struct {
 	logs   *lockedBuffer
 	cancel context.CancelFunc
 	done   chan error
+	once   sync.Once
 }
 
 func start(t *testing.T, client kubernetes.Interface, cfg kube.Config, servers []string, clk *clocktesting.FakeClock) *running {
@@ -121,16 +122,17 @@ func start(t *testing.T, client kubernetes.Interface, cfg kube.Config, servers [
 
 func (r *running) stop(t *testing.T) {
 	t.Helper()
-	r.cancel()
-	select {
-	case err, ok := <-r.done:
-		if ok && err != nil {
-			t.Errorf("Run: %v", err)
+	r.once.Do(func() {
+		r.cancel()
+		select {
+		case err := <-r.done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(wait):
+			t.Errorf("Run did not return %s after cancel", wait)
 		}
-		close(r.done)
-	case <-time.After(wait):
-		t.Errorf("Run did not return %s after cancel", wait)
-	}
+	})
 }
 
 func waitLeader(t *testing.T, ctl *kube.Controller) {

@@ -32,6 +32,7 @@ fi
 mkdir -p "$root"
 tmp="$(mktemp -d "$root/.build-XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
+chmod 755 "$tmp"
 
 version="v1.37.2"
 ldflags="-s -w"
