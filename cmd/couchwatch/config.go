@@ -316,12 +316,11 @@ func envVars() []envVar {
 				}
 				continue
 			}
-			parts := strings.Split(tag, ",")
-			v := envVar{Name: strings.TrimSpace(parts[0])}
-			for _, p := range parts[1:] {
-				if d, ok := strings.CutPrefix(strings.TrimSpace(p), "default="); ok {
-					v.Default = d
-				}
+			name, opts, _ := strings.Cut(tag, ",")
+			v := envVar{Name: strings.TrimSpace(name)}
+			// Like go-envconfig, default= takes the rest of the tag, commas included.
+			if i := strings.Index(opts, "default="); i >= 0 {
+				v.Default = opts[i+len("default="):]
 			}
 			v.Help = varHelp[v.Name]
 			switch {

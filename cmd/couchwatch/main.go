@@ -46,12 +46,13 @@ func run(ctx context.Context, args []string, env envconfig.Lookuper, stdout, std
 	fs.SetOutput(stderr)
 	checkOnly := fs.Bool("check-config", false, "validate the configuration and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
-	fs.Usage = func() { printHelp(stderr) }
+	fs.Usage = func() {} // help is printed below, once, to the right stream
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printHelp(stdout)
 			return 0
 		}
+		printHelp(stderr)
 		return 2
 	}
 	if *showVersion {
