@@ -18,8 +18,11 @@ type Reconciler struct {
 	log *slog.Logger
 	m   *Metrics
 
-	mu    sync.Mutex          // serialises passes and guards known
+	mu    sync.Mutex          // serialises passes and guards the fields below
 	known map[string]struct{} // servers with per-server gauges
+	// What the last pass skipped and, in dry-run mode, would have sent: a refusal or a
+	// dry-run command repeats every pass, and is logged only when it first appears.
+	lastSkips, lastDry map[string]bool
 }
 
 // Result is what one pass saw and did.
@@ -70,23 +73,35 @@ func (r *Reconciler) ReconcileWith(ctx context.Context, decide func(Observed) De
 
 	cmds, skips := Plan(d, obs, r.b)
 	res := Result{Observed: obs, Commands: cmds, Skipped: skips}
+	seenSkips := make(map[string]bool, len(skips))
 	for _, s := range skips {
-		r.log.Warn("haproxy change skipped", "backend", d.Backend, "server", s.Server,
-			"want", string(s.Want), "reason", s.Reason)
+		key := s.Server + "\x00" + string(s.Want) + "\x00" + s.Reason
+		seenSkips[key] = true
+		if !r.lastSkips[key] {
+			r.log.Warn("haproxy change skipped", "backend", d.Backend, "server", s.Server,
+				"want", string(s.Want), "reason", s.Reason)
+		}
 		if label := skipLabel(s.Reason); label != "" {
 			r.m.Skipped.WithLabelValues(label).Inc()
 		}
 	}
+	r.lastSkips = seenSkips
 	if len(cmds) == 0 {
+		r.lastDry = nil
 		r.m.LastSuccess.Set(float64(time.Now().UnixNano()) / 1e9)
 		return res, nil
 	}
 	if r.rt.cfg.DryRun {
+		seenDry := make(map[string]bool, len(cmds))
 		for _, c := range cmds {
-			r.log.Info("haproxy command (dry run, not sent)", "backend", d.Backend, "server", c.Server,
-				"reason", c.Reason, "detail", c.Detail, "cmd", c.Text)
+			seenDry[c.Text] = true
+			if !r.lastDry[c.Text] {
+				r.log.Info("haproxy command (dry run, not sent)", "backend", d.Backend, "server", c.Server,
+					"reason", c.Reason, "detail", c.Detail, "cmd", c.Text)
+			}
 			r.m.Commands.WithLabelValues(c.Op, "dry_run").Inc()
 		}
+		r.lastDry = seenDry
 		r.m.LastSuccess.Set(float64(time.Now().UnixNano()) / 1e9)
 		return res, nil
 	}
@@ -139,6 +154,9 @@ func (r *Reconciler) observe(o Observed) {
 		seen[s.Name] = struct{}{}
 		r.m.ServerWeight.WithLabelValues(s.Name).Set(float64(s.Weight))
 		r.m.ServerConnections.WithLabelValues(s.Name).Set(float64(s.CurConns))
+		for _, reason := range drainReasons() {
+			r.m.Drains.WithLabelValues(s.Name, reason) // exported at 0 before the first drain
+		}
 		for _, st := range adminStates() {
 			v := 0.0
 			if s.Admin == st {
@@ -151,6 +169,9 @@ func (r *Reconciler) observe(o Observed) {
 		if _, ok := seen[name]; !ok {
 			r.m.ServerWeight.DeleteLabelValues(name)
 			r.m.ServerConnections.DeleteLabelValues(name)
+			for _, reason := range drainReasons() {
+				r.m.Drains.DeleteLabelValues(name, reason)
+			}
 			for _, st := range adminStates() {
 				r.m.ServerAdminState.DeleteLabelValues(name, string(st))
 			}
