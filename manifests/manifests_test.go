@@ -628,6 +628,22 @@ func TestPostRenderer(t *testing.T) {
 		t.Error("agent mode changes the HAProxy container")
 	}
 
+	// Rebalance: opt-in, adds the eviction binding and turns the variable on.
+	rb := splitYAML(t, run(t, sample, append(env, "COUCHWATCH_MODE=agent", "COUCHWATCH_REBALANCE=true"), script))
+	binding := find(t, rb, "ClusterRoleBinding", "couchwatch-rebalance")
+	if get(binding, "roleRef", "name") != "couchwatch-rebalance" || get(binding, "subjects", "name=couchwatch", "namespace") != "cht" {
+		t.Errorf("rebalance binding %v", binding)
+	}
+	rcw := get(find(t, rb, "Deployment", "cht-haproxy"), "spec", "template", "spec", "containers", "name=couchwatch")
+	if get(rcw, "env", "name=COUCHWATCH_KUBE_REBALANCE", "value") != "true" {
+		t.Errorf("rebalance on: env %v", get(rcw, "env"))
+	}
+	for _, o := range agent {
+		if o.kind() == "ClusterRoleBinding" && o.name() == "couchwatch-rebalance" {
+			t.Error("the eviction binding is there without COUCHWATCH_REBALANCE=true")
+		}
+	}
+
 	cmd := exec.CommandContext(t.Context(), script)
 	cmd.Env = append(os.Environ(), "COUCHWATCH_MODE=bogus")
 	cmd.Stdin = bytes.NewReader(sample)

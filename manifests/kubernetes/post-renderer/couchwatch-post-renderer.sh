@@ -10,6 +10,8 @@
 #   COUCHWATCH_IMAGE      image for the couchwatch container (default couchwatch:dev)
 #   COUCHWATCH_NAMESPACE  namespace of the release (default: HELM_NAMESPACE if Helm sets
 #                         it); needed so the RBAC bindings name the right ServiceAccount
+#   COUCHWATCH_REBALANCE  true to evict stateless CHT pods from flagged nodes (adds the
+#                         pods/eviction binding); default false
 #   KUSTOMIZE             command that builds a kustomization (default "kubectl kustomize")
 set -eu
 
@@ -36,6 +38,15 @@ runtime) components="  - couchwatch/base
   - couchwatch/components/runtime-api" ;;
 *)
 	echo "couchwatch-post-renderer: COUCHWATCH_MODE must be agent or runtime, not \"$mode\"" >&2
+	exit 2
+	;;
+esac
+case "${COUCHWATCH_REBALANCE:-false}" in
+true) components="$components
+  - couchwatch/components/rebalance" ;;
+false) ;;
+*)
+	echo "couchwatch-post-renderer: COUCHWATCH_REBALANCE must be true or false, not \"$COUCHWATCH_REBALANCE\"" >&2
 	exit 2
 	;;
 esac
