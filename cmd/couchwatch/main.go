@@ -253,7 +253,13 @@ func (a *app) run(ctx context.Context, httpLn, agentLn net.Listener) error {
 	}
 	start(func() error { a.runner.Run(ctx); return nil })
 	if a.kube != nil {
-		start(func() error { return a.kube.Run(ctx) })
+		// Kubernetes is an extra: if it fails, checks and HAProxy steering go on.
+		start(func() error {
+			if err := a.kube.Run(ctx); err != nil {
+				a.log.Error("kubernetes flagging stopped; checks and haproxy steering go on", "err", err)
+			}
+			return nil
+		})
 	}
 	start(func() error { a.loop(ctx); return nil })
 
