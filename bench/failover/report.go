@@ -168,7 +168,7 @@ func (r *report) write(w io.Writer) {
 	if len(r.idle) > 0 {
 		it := benchkit.Table{
 			Title:  fmt.Sprintf("Idle cost over %s (3 idle nodes, no client load; CPU in %% of one core):", r.idle[0].Usage.Window.Round(time.Second)),
-			Header: []string{"process", "CPU", "RSS", "peak RSS", "requests/s to CouchDB"},
+			Header: []string{"process", "CPU", "RSS", "RSS anon / file", "peak RSS", "requests/s to CouchDB"},
 		}
 		for _, row := range r.idle {
 			rate := "-"
@@ -176,7 +176,7 @@ func (r *report) write(w io.Writer) {
 				rate = fmt.Sprintf("%.1f", row.ReqRate)
 			}
 			it.Add(row.Name, fmt.Sprintf("%.2f %%", row.Usage.CPUPercent), fmt.Sprintf("%.1f MiB", row.Usage.RSSMiB),
-				fmt.Sprintf("%.1f MiB", row.Usage.PeakMiB), rate)
+				fmt.Sprintf("%.1f / %.1f MiB", row.Usage.AnonMiB, row.Usage.FileMiB), fmt.Sprintf("%.1f MiB", row.Usage.PeakMiB), rate)
 		}
 		it.Write(w)
 	}

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -35,6 +36,9 @@ type config struct {
 	Stop            int
 	ReadyTimeout    time.Duration
 	ChangeTimeout   time.Duration
+	// Env is extra couchwatch environment (NAME=value), for diagnostic runs; the
+	// benchmark proper runs couchwatch at its defaults.
+	Env map[string]string
 }
 
 func defaultConfig() config {
@@ -68,8 +72,21 @@ func mainErr() int {
 	fs.DurationVar(&cfg.Window, "window", cfg.Window, "CPU/RSS measurement window")
 	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "wait after every node is up before measuring")
 	fs.IntVar(&cfg.Stop, "stop", cfg.Stop, "nodes stopped for the forced change (at most a third of the cluster, at least 1)")
+	env := fs.String("env", "", "extra couchwatch environment for a diagnostic run, NAME=value,... (default: none, couchwatch defaults)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
+	}
+	cfg.Env = map[string]string{}
+	for _, kv := range strings.Split(*env, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(k, "COUCHWATCH_") {
+			fmt.Fprintf(os.Stderr, "scale: -env entry %q is not COUCHWATCH_NAME=value\n", kv)
+			return 2
+		}
+		cfg.Env[k] = v
 	}
 	if err := cfg.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "scale:", err)
@@ -152,7 +169,7 @@ func measure(ctx context.Context, cfg config, bin string, n int) (row, error) {
 	t0 := time.Now()
 	cw, err := benchkit.StartCouchwatch(ctx, bin, benchkit.CouchwatchEnv{
 		Servers: cluster.Targets(), User: cluster.User(), Password: cluster.Password(), Socket: hap.Socket(),
-		Tuning: map[string]string{},
+		Tuning: cfg.Env,
 	}, cfg.ReadyTimeout)
 	if err != nil {
 		return r, err
@@ -289,14 +306,19 @@ func secs(s float64) string {
 func write(w io.Writer, cfg config, started time.Time, rows []row) {
 	fmt.Fprintf(w, "# scale: %s, %s/%s, %d CPUs, HAProxy 2.6\n", started.UTC().Format("2006-01-02 15:04 MST"),
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
-	fmt.Fprintf(w, "\ncouchwatch at its defaults (runtime API, probe 500ms, _system 5s, membership 5s, reconcile 1s, hold connection),\n")
+	if len(cfg.Env) == 0 {
+		fmt.Fprintf(w, "\ncouchwatch at its defaults (runtime API, probe 500ms, _system 5s, membership 5s, reconcile 1s, hold connection),\n")
+	} else {
+		fmt.Fprintf(w, "\ncouchwatch with %v (diagnostic run; the rest at defaults),\n", cfg.Env)
+	}
 	fmt.Fprintf(w, "one HAProxy backend with every node as a server (no HAProxy checks); idle nodes, no client load.\n")
 	fmt.Fprintf(w, "CPU in %% of one core and RSS over %s; pass = couchwatch_haproxy_reconcile_duration_seconds over the same window\n", cfg.Window)
 	fmt.Fprintf(w, "(mean = sum/count; p99 and max are bucket upper bounds); forced change = stop K nodes, time until HAProxy shows all K out.\n")
-	t := benchkit.Table{Header: []string{"nodes", "couchwatch CPU", "RSS", "peak RSS", "requests/s to CouchDB", "passes/s",
+	t := benchkit.Table{Header: []string{"nodes", "couchwatch CPU", "RSS", "RSS anon / file", "peak RSS", "requests/s to CouchDB", "passes/s",
 		"pass mean", "pass p99 <=", "pass max <=", "K stopped: all out after", "pass mean during change", "HAProxy worker CPU", "start to all up", "Go heap in use", "Go sys", "goroutines"}}
 	for _, r := range rows {
 		t.Add(fmt.Sprint(r.Nodes), fmt.Sprintf("%.2f %%", r.Usage.CPUPercent), fmt.Sprintf("%.1f MiB", r.Usage.RSSMiB),
+			fmt.Sprintf("%.1f / %.1f MiB", r.Usage.AnonMiB, r.Usage.FileMiB),
 			fmt.Sprintf("%.1f MiB", r.Usage.PeakMiB), fmt.Sprintf("%.0f", r.ReqRate),
 			fmt.Sprintf("%.2f", r.Passes/r.Usage.Window.Seconds()), secs(r.PassMean), secs(r.PassP99), secs(r.PassMax),
 			fmt.Sprintf("%d: %s", r.Stopped, benchkit.Ms(r.AllOut)), secs(r.ChangeMean), fmt.Sprintf("%.2f %%", r.HAProxyCPU),
@@ -305,7 +327,8 @@ func write(w io.Writer, cfg config, started time.Time, rows []row) {
 	if len(rows) == 2 {
 		a, b := rows[0], rows[1]
 		t.Add(fmt.Sprintf("ratio %d/%d", b.Nodes, a.Nodes), benchkit.Ratio(b.Usage.CPUPercent, a.Usage.CPUPercent),
-			benchkit.Ratio(b.Usage.RSSMiB, a.Usage.RSSMiB), benchkit.Ratio(b.Usage.PeakMiB, a.Usage.PeakMiB),
+			benchkit.Ratio(b.Usage.RSSMiB, a.Usage.RSSMiB), benchkit.Ratio(b.Usage.AnonMiB, a.Usage.AnonMiB)+" anon",
+			benchkit.Ratio(b.Usage.PeakMiB, a.Usage.PeakMiB),
 			benchkit.Ratio(b.ReqRate, a.ReqRate), "", benchkit.Ratio(b.PassMean, a.PassMean), "", "",
 			benchkit.Ratio(float64(b.AllOut), float64(a.AllOut)), benchkit.Ratio(b.ChangeMean, a.ChangeMean),
 			benchkit.Ratio(b.HAProxyCPU, a.HAProxyCPU), "", benchkit.Ratio(b.HeapMiB, a.HeapMiB), benchkit.Ratio(b.GoSysMiB, a.GoSysMiB),

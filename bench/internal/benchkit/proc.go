@@ -18,6 +18,8 @@ type ProcSample struct {
 	CPUTicks int64 // utime + stime
 	RSSKiB   int64 // VmRSS
 	HWMKiB   int64 // VmHWM: peak RSS
+	AnonKiB  int64 // RssAnon: heap, stacks (what the process allocated)
+	FileKiB  int64 // RssFile: pages of mapped files, mostly the executable itself
 }
 
 // ReadProc reads /proc/<pid>/stat and /proc/<pid>/status.
@@ -58,6 +60,10 @@ func ReadProc(pid int) (ProcSample, error) {
 			s.RSSKiB = n
 		case "VmHWM":
 			s.HWMKiB = n
+		case "RssAnon":
+			s.AnonKiB = n
+		case "RssFile":
+			s.FileKiB = n
 		}
 	}
 	return s, nil
@@ -69,12 +75,15 @@ type Usage struct {
 	CPUPercent float64 // of one core
 	RSSMiB     float64 // at the end
 	PeakMiB    float64 // VmHWM at the end
+	AnonMiB    float64 // RssAnon at the end
+	FileMiB    float64 // RssFile at the end
 }
 
 // UsageBetween computes the CPU share and memory from two samples of one process.
 func UsageBetween(a, b ProcSample) Usage {
 	w := b.At.Sub(a.At)
-	u := Usage{Window: w, RSSMiB: float64(b.RSSKiB) / 1024, PeakMiB: float64(b.HWMKiB) / 1024}
+	u := Usage{Window: w, RSSMiB: float64(b.RSSKiB) / 1024, PeakMiB: float64(b.HWMKiB) / 1024,
+		AnonMiB: float64(b.AnonKiB) / 1024, FileMiB: float64(b.FileKiB) / 1024}
 	if w > 0 {
 		u.CPUPercent = 100 * float64(b.CPUTicks-a.CPUTicks) / ClockTicks / w.Seconds()
 	}
