@@ -80,67 +80,71 @@ func checkMembership(m Membership) error {
 // "<name>_max". Values of any other shape are ignored.
 func ParseSystem(r io.Reader) (System, error) {
 	const op = "system"
-	var raw map[string]json.RawMessage
-	if err := decodeStrict(r, &raw); err != nil {
+	// One typed pass: the nested objects are decoded with the document, not re-scanned.
+	var doc *struct {
+		Uptime        json.RawMessage            `json:"uptime"`
+		RunQueue      json.RawMessage            `json:"run_queue"`
+		DirtyCPU      json.RawMessage            `json:"run_queue_dirty_cpu"`
+		OSProcCount   json.RawMessage            `json:"os_proc_count"`
+		ProcessCount  json.RawMessage            `json:"process_count"`
+		MessageQueues map[string]json.RawMessage `json:"message_queues"`
+		Memory        map[string]json.RawMessage `json:"memory"`
+	}
+	if err := decodeStrict(r, &doc); err != nil {
 		return System{}, malformed(op, err)
 	}
-	if raw == nil {
+	if doc == nil {
 		return System{}, malformed(op, errors.New("not an object"))
 	}
 	var s System
 	fields := []struct {
 		key      string
+		raw      json.RawMessage
 		dst      *int64
 		required bool
 	}{
-		{"uptime", &s.Uptime, false},
-		{"run_queue", &s.RunQueue, true},
-		{"run_queue_dirty_cpu", &s.RunQueueDirtyCPU, false},
-		{"os_proc_count", &s.OSProcCount, false},
-		{"process_count", &s.ProcessCount, false},
+		{"uptime", doc.Uptime, &s.Uptime, false},
+		{"run_queue", doc.RunQueue, &s.RunQueue, true},
+		{"run_queue_dirty_cpu", doc.DirtyCPU, &s.RunQueueDirtyCPU, false},
+		{"os_proc_count", doc.OSProcCount, &s.OSProcCount, false},
+		{"process_count", doc.ProcessCount, &s.ProcessCount, false},
 	}
 	for _, f := range fields {
-		v, ok := raw[f.key]
-		if !ok {
+		if f.raw == nil {
 			if f.required {
 				return System{}, malformed(op, fmt.Errorf("no %q field", f.key))
 			}
 			continue
 		}
-		n, err := jsonInt(v)
+		n, err := jsonInt(f.raw)
 		if err != nil {
 			return System{}, malformed(op, fmt.Errorf("%s: %w", f.key, err))
 		}
 		*f.dst = n
 	}
-	if v, ok := raw["message_queues"]; ok {
-		var queues map[string]json.RawMessage
-		if err := json.Unmarshal(v, &queues); err != nil {
-			return System{}, malformed(op, fmt.Errorf("message_queues: %w", err))
-		}
-		s.MessageQueues = make(map[string]int64, len(queues))
-		for name, q := range queues {
+	if doc.MessageQueues != nil {
+		s.MessageQueues = make(map[string]int64, len(doc.MessageQueues))
+		for name, q := range doc.MessageQueues {
 			if n, err := jsonInt(q); err == nil {
 				s.MessageQueues[name] = n
 				continue
 			}
-			var hist map[string]json.RawMessage
+			var hist *struct {
+				P99 json.RawMessage `json:"99"`
+				Max json.RawMessage `json:"max"`
+			}
 			if json.Unmarshal(q, &hist) != nil || hist == nil {
 				continue // neither a number nor a histogram: not ours to judge
 			}
-			p99, _ := jsonInt(hist["99"])
-			maxv, _ := jsonInt(hist["max"])
+			p99, _ := jsonInt(hist.P99)
+			maxv, _ := jsonInt(hist.Max)
 			s.MessageQueues[name+"_p99"] = p99
 			s.MessageQueues[name+"_max"] = maxv
 		}
 	}
-	if v, ok := raw["memory"]; ok {
-		var mem map[string]json.RawMessage
-		if err := json.Unmarshal(v, &mem); err != nil {
-			return System{}, malformed(op, fmt.Errorf("memory: %w", err))
-		}
-		s.Memory = make(map[string]int64, len(mem))
-		for k, m := range mem {
+	if doc.Memory != nil {
+		s.Memory = make(map[string]int64, len(doc.Memory))
+		for k, m := range doc.Memory {
 			if n, err := jsonInt(m); err == nil {
 				s.Memory[k] = n
 			}
@@ -195,7 +199,11 @@ func decodeStrict(r io.Reader, v any) error {
 // jsonInt reads a JSON number as an int64; fractions are truncated, out-of-range
 // values saturate.
 func jsonInt(raw json.RawMessage) (int64, error) {
-	raw = bytes.TrimLeft(raw, " \t\r\n")
+	raw = bytes.TrimSpace(raw)
+	// Fast path: a plain integer, as CouchDB sends them (no reflection, no re-scan).
+	if i, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
+		return i, nil
+	}
 	if len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) {
 		return 0, errors.New("not a number")
 	}
