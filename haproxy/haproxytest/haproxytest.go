@@ -271,10 +271,13 @@ func (p *Proc) Output() string { return p.out.String() }
 // Cmd sends one command line (commands may be ';'-separated) on a new admin socket
 // connection and returns the whole raw reply.
 func (p *Proc) Cmd(line string) (string, error) {
-	return exchange(p.sock, line, 5*time.Second)
+	return Exchange(p.sock, line, 5*time.Second)
 }
 
-func exchange(path, line string, timeout time.Duration) (string, error) {
+// Exchange sends one command line on a new connection to the admin (or master) socket at
+// path and returns the whole raw reply; for assertions and benchmarks that must not go
+// through the code under test.
+func Exchange(path, line string, timeout time.Duration) (string, error) {
 	c, err := net.DialTimeout("unix", path, timeout)
 	if err != nil {
 		return "", fmt.Errorf("dial %s: %w", path, err)
@@ -295,7 +298,7 @@ func exchange(path, line string, timeout time.Duration) (string, error) {
 
 // workerPid asks the worker behind the admin socket for its pid.
 func (p *Proc) workerPid() (int, error) {
-	out, err := exchange(p.sock, "show info", time.Second)
+	out, err := Exchange(p.sock, "show info", time.Second)
 	if err != nil {
 		return 0, err
 	}
@@ -311,7 +314,7 @@ func (p *Proc) waitMaster() error {
 	deadline := time.Now().Add(p.timeout)
 	var last error
 	for time.Now().Before(deadline) {
-		out, err := exchange(p.master, "show proc;quit", time.Second)
+		out, err := Exchange(p.master, "show proc;quit", time.Second)
 		if err == nil && strings.Contains(out, "worker") {
 			return nil
 		}

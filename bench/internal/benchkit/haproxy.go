@@ -2,11 +2,11 @@ package benchkit
 
 import (
 	"fmt"
-	"io"
-	"net"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/medic/couchwatch/haproxy/haproxytest"
 )
 
 // ServerState is one row of HAProxy's "show servers state".
@@ -23,30 +23,10 @@ func (s ServerState) InRotation() bool {
 	return s.OpState == 2 && s.Admin == 0 && s.UWeight > 0
 }
 
-// HAProxyCmd sends one command on a new connection to a HAProxy admin socket.
-func HAProxyCmd(sock, line string, timeout time.Duration) (string, error) {
-	c, err := net.DialTimeout("unix", sock, timeout)
-	if err != nil {
-		return "", fmt.Errorf("dial %s: %w", sock, err)
-	}
-	defer c.Close()
-	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
-		return "", err
-	}
-	if _, err := io.WriteString(c, line+"\n"); err != nil {
-		return "", fmt.Errorf("write %q: %w", line, err)
-	}
-	b, err := io.ReadAll(c)
-	if err != nil {
-		return "", fmt.Errorf("read reply to %q: %w", line, err)
-	}
-	return string(b), nil
-}
-
 // ReadStates reads the servers of backend with one "show servers state" (cheap enough
 // to poll every few milliseconds).
 func ReadStates(sock, backend string) (map[string]ServerState, error) {
-	out, err := HAProxyCmd(sock, "show servers state "+backend, time.Second)
+	out, err := haproxytest.Exchange(sock, "show servers state "+backend, time.Second)
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +50,7 @@ func ReadStates(sock, backend string) (map[string]ServerState, error) {
 
 // HAProxyWorkerPid asks the worker behind the admin socket for its pid.
 func HAProxyWorkerPid(sock string) (int, error) {
-	out, err := HAProxyCmd(sock, "show info", time.Second)
+	out, err := haproxytest.Exchange(sock, "show info", time.Second)
 	if err != nil {
 		return 0, err
 	}
