@@ -91,11 +91,8 @@ type runNode struct {
 	poke chan struct{}
 
 	// guarded by Runner.mu
-	st      nodeState
-	status  Status
-	signals Signals
-	tasks   []couch.ActiveTask
-	members *couch.Membership
+	st     nodeState
+	status Status
 }
 
 // NewRunner returns a runner for nodes. clk may be nil (real time).
@@ -401,11 +398,11 @@ func (r *Runner) membershipPass(ctx context.Context) {
 	peers := make([]map[string]bool, len(r.nodes))
 	for i, rn := range r.nodes {
 		rn.status.ErlangName = answers[i].name
-		rn.members = answers[i].m
 		r.m.copiesAfterLs.WithLabelValues(rn.n.Name()).Set(float64(copies))
-		if rn.members != nil && rn.st.base == Up {
-			peers[i] = make(map[string]bool, len(rn.members.AllNodes))
-			for _, a := range rn.members.AllNodes {
+		// The answers are not kept past this pass: with N nodes they hold N² names.
+		if m := answers[i].m; m != nil && rn.st.base == Up {
+			peers[i] = make(map[string]bool, len(m.AllNodes))
+			for _, a := range m.AllNodes {
 				peers[i][a] = true
 			}
 		}
