@@ -212,8 +212,9 @@ func newApp(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*app, error
 		}
 		a.kube, err = kube.NewController(cfg.Kube, client, names, log, km, nil)
 		if err != nil {
-			a.close()
-			return nil, fmt.Errorf("kubernetes: %w", err)
+			// Kubernetes is an extra: HAProxy steering must not depend on it.
+			log.Error("kubernetes flagging off: cannot set it up; checks and haproxy steering go on", "err", err)
+			a.kube = nil
 		}
 	}
 	return a, nil
