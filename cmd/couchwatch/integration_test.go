@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -629,4 +631,26 @@ func TestLoadSteering(t *testing.T) {
 		}
 		t.Logf("planned nolb drain: %d requests, 0 failed", ok.Load())
 	})
+}
+
+// Kubernetes is an extra: when flagging cannot be set up (here: COUCHDB_SERVERS hosts
+// that name no Service), couchwatch says so and steers HAProxy all the same.
+func TestKubeSetupErrorDoesNotStopSteering(t *testing.T) {
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := newStack(t, stackOpts{runtime: true, env: map[string]string{"COUCHWATCH_KUBE": "on", "KUBECONFIG": kubeconfig}})
+	s.waitHTTP("/readyz", http.StatusOK)
+	if !strings.Contains(s.logs.String(), "kubernetes flagging off") {
+		t.Errorf("the kube set-up error was not logged")
+	}
+	s.node(2).Stop()
+	s.wait("couchdb-2", "maint", maint)
 }
