@@ -76,6 +76,7 @@ type statusView struct {
 	FailOpen   bool       `json:"fail_open"`
 	HAProxyErr string     `json:"haproxy_error,omitempty"`
 	Unmapped   []string   `json:"unmapped,omitempty"`
+	Unwatched  []string   `json:"unwatched_servers,omitempty"`
 	ClusterN   int        `json:"cluster_n"`
 	Leader     bool       `json:"kube_leader"`
 	Nodes      []nodeView `json:"nodes"`
@@ -85,7 +86,7 @@ func (a *app) status() statusView {
 	a.mu.Lock()
 	last := a.last
 	a.mu.Unlock()
-	v := statusView{Mode: "agent", Backend: a.cfg.HAProxyBackend, FailOpen: last.dec.FailOpen, Unmapped: last.unmapped,
+	v := statusView{Mode: "agent", Backend: a.cfg.HAProxyBackend, FailOpen: last.dec.FailOpen, Unmapped: last.unmapped, Unwatched: last.unwatched,
 		ClusterN: a.runner.ClusterN()}
 	if a.rt != nil {
 		v.Mode = "runtime"
@@ -140,7 +141,8 @@ var statusTmpl = template.Must(template.New("status").Parse(`<!doctype html>
 <p>mode: <b>{{.Mode}}</b> · backend: <b>{{.Backend}}</b> · last pass: {{.LastPass}} · cluster n: {{.ClusterN}}
 {{if .FailOpen}}<br><b style="color:#c00">FAIL OPEN: every node looks bad; servers handed back to HAProxy</b>{{end}}
 {{if .HAProxyErr}}<br><b style="color:#c00">HAProxy runtime API: {{.HAProxyErr}}</b>{{end}}
-{{if .Unmapped}}<br><b>nodes without a HAProxy server: {{range .Unmapped}}{{.}} {{end}}</b>{{end}}</p>
+{{if .Unmapped}}<br><b>nodes without a HAProxy server: {{range .Unmapped}}{{.}} {{end}}</b>{{end}}
+{{if .Unwatched}}<br>HAProxy servers without a CouchDB node (left alone): {{range .Unwatched}}{{.}} {{end}}{{end}}</p>
 <table><tr><th>node</th><th>verdict</th><th>reason</th><th>since</th><th>load</th><th>latency ms</th><th>server</th><th>want</th><th>HAProxy state</th><th>weight</th><th>conns</th></tr>
 {{range .Nodes}}<tr class="{{.Verdict}}"><td>{{.Node}}</td><td>{{.Verdict}}</td><td>{{.Reason}}{{if .Disagreement}} (membership disagreement){{end}}</td><td>{{.Since}}</td>
 <td>{{printf "%.2f" .Score}} {{.ScoreSignal}}</td><td>{{printf "%.1f" .LatencyMS}}</td><td>{{.Server}}</td><td>{{.Want}}</td><td>{{.Admin}}</td><td>{{.Weight}}</td><td>{{.Conns}}</td></tr>

@@ -147,7 +147,8 @@ type passState struct {
 	dec        decision
 	effective  map[string]haproxy.AdminState // server -> state after the pass (skips respected)
 	servers    map[string]string             // node -> server
-	unmapped   []string
+	unmapped   []string                      // nodes with no HAProxy server
+	unwatched  []string                      // HAProxy servers with no node
 	observed   *haproxy.Observed
 	haproxyErr error
 	pstate     policyState

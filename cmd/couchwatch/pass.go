@@ -38,18 +38,19 @@ func (a *app) pass(ctx context.Context, useRuntime bool) error {
 		ps.effective = effective(ps.dec.Desired, obs, skips)
 	case !useRuntime:
 		// Backing off after a HAProxy error: keep what we knew.
-		ps.servers, ps.unmapped, ps.dec, ps.effective, ps.observed = prev.servers, prev.unmapped, prev.dec, prev.effective, prev.observed
+		ps.servers, ps.unmapped, ps.unwatched, ps.dec, ps.effective, ps.observed = prev.servers, prev.unmapped, prev.unwatched, prev.dec, prev.effective, prev.observed
 		ps.haproxyErr = prev.haproxyErr
 	default:
 		res, err := a.rec.ReconcileWith(ctx, func(obs haproxy.Observed) haproxy.Desired {
 			ps.servers, ps.unmapped = mapServers(ctx, a.targets, a.explMap, &obs)
+			ps.unwatched = unwatched(obs, ps.servers)
 			ps.dec, ps.pstate = decide(a.policyConfig(), a.cfg.HAProxyBackend, statuses, ps.servers, &obs, prev.pstate, now)
 			return ps.dec.Desired
 		})
 		if err != nil {
 			herr = err
 			ps.haproxyErr = err
-			ps.servers, ps.unmapped, ps.dec, ps.effective = prev.servers, prev.unmapped, prev.dec, prev.effective
+			ps.servers, ps.unmapped, ps.unwatched, ps.dec, ps.effective = prev.servers, prev.unmapped, prev.unwatched, prev.dec, prev.effective
 		} else {
 			ps.observed = &res.Observed
 			ps.effective = effective(ps.dec.Desired, res.Observed, res.Skipped)
@@ -59,6 +60,10 @@ func (a *app) pass(ctx context.Context, useRuntime bool) error {
 	if !slices.Equal(ps.unmapped, prev.unmapped) && len(ps.unmapped) > 0 {
 		a.log.Warn("couchdb nodes without a haproxy server", "backend", a.cfg.HAProxyBackend, "nodes", strings.Join(ps.unmapped, ","),
 			"reason", "no server with that name or address:port; set COUCHWATCH_SERVER_MAP")
+	}
+	if !slices.Equal(ps.unwatched, prev.unwatched) && len(ps.unwatched) > 0 {
+		a.log.Warn("haproxy servers without a couchdb node: left alone", "backend", a.cfg.HAProxyBackend,
+			"servers", strings.Join(ps.unwatched, ","), "reason", "not in COUCHDB_SERVERS by name or address:port")
 	}
 	if ps.dec.FailOpen && !prev.dec.FailOpen {
 		a.failOpenTotal.Inc()
@@ -96,6 +101,21 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// unwatched lists the backend's servers that no CouchDB node maps to, in HAProxy's order.
+func unwatched(obs haproxy.Observed, servers map[string]string) []string {
+	mapped := make(map[string]bool, len(servers))
+	for _, s := range servers {
+		mapped[s] = true
+	}
+	var out []string
+	for _, s := range obs.Servers {
+		if !mapped[s.Name] {
+			out = append(out, s.Name)
+		}
+	}
+	return out
 }
 
 // assumedObserved is the backend as agent mode assumes it: every mapped server ready.
