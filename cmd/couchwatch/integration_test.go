@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -415,6 +416,7 @@ func TestRuntimeSteering(t *testing.T) {
 		if strings.Contains(body, s.cluster.Password()) {
 			t.Error("/metrics leaks the password")
 		}
+		promtoolCheckMetrics(t, body)
 		if got := s.metric("couchwatch_haproxy_commands_total", "op", "state", "result", "ok"); got < 4 {
 			t.Errorf("state commands ok = %v", got)
 		}
@@ -653,4 +655,23 @@ current-context: x
 	}
 	s.node(2).Stop()
 	s.wait("couchdb-2", "maint", maint)
+}
+
+// promtoolCheckMetrics lints a scrape with Debian's promtool (naming, units, help). It
+// fails when promtool is missing and CI is set; locally it skips that check.
+func promtoolCheckMetrics(t *testing.T, scrape string) {
+	t.Helper()
+	pt, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("promtool is required in CI (Debian package prometheus): %v", err)
+		}
+		t.Log("promtool not installed: metric lint skipped (hack/test.sh installs it)")
+		return
+	}
+	cmd := exec.Command(pt, "check", "metrics")
+	cmd.Stdin = strings.NewReader(scrape)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
 }
