@@ -14,7 +14,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 
 hash="$(cat go.sum cmd/*/main.go | sha256sum | cut -c1-16)"
-root="${KUBEBIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/couchwatch/kubebin}"
+root="${KUBEBIN_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/couchwatch/kubebin}"
 out="$root/$hash"
 bins=(kube-apiserver kube-scheduler etcd)
 
