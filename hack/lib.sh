@@ -18,6 +18,8 @@ apt_install() {
 # toolchain through the Go module proxy (GOTOOLCHAIN=auto); with no go at all, Debian's
 # golang-go bootstraps that.
 ensure_go() {
+	# go needs a home for its caches; CI may run with a bare environment.
+	export HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
 	if [ -x /usr/local/go/bin/go ]; then
 		export PATH="/usr/local/go/bin:$PATH"
 	fi
