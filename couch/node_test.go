@@ -189,6 +189,17 @@ func TestNodeAuthFailures(t *testing.T) {
 			t.Fatalf("error %q leaks the password", err)
 		}
 	})
+	t.Run("a rejected login is not retried on every call", func(t *testing.T) {
+		before := c.Nodes()[0].Stats().Session
+		n := newNode(t, c, 0, couch.Options{User: "medic", Password: password + "y", Timeout: time.Second})
+		for i := 0; i < 5; i++ {
+			_, err := n.Up(context.Background())
+			checkErr(t, err, couch.ReasonAuth)
+		}
+		if got := c.Nodes()[0].Stats().Session - before; got != 1 {
+			t.Fatalf("%d login attempts for 5 calls with a wrong password, want 1 (pbkdf2 costs CouchDB)", got)
+		}
+	})
 	t.Run("no user sends no auth", func(t *testing.T) {
 		before := c.Nodes()[0].Stats()
 		n := newNode(t, c, 0, couch.Options{Timeout: time.Second})

@@ -30,7 +30,14 @@ type session struct {
 	cookie string // current AuthSession value, "" when none
 	gen    uint64 // bumped by every successful login
 	call   *loginCall
+	// A login CouchDB rejected (bad credentials) is not retried for authRetry: every
+	// probe would otherwise cost CouchDB a pbkdf2 round. Callers get the same error.
+	rejected   error
+	rejectedAt time.Time
 }
+
+// authRetry is how long a rejected login is remembered before the next attempt.
+const authRetry = 10 * time.Second
 
 type loginCall struct {
 	done   chan struct{}
@@ -135,6 +142,11 @@ func (s *session) login(ctx context.Context, stale uint64) (string, uint64, erro
 		return cookie, gen, nil
 	}
 	s.cookie = ""
+	if s.rejected != nil && time.Since(s.rejectedAt) < authRetry {
+		err := s.rejected
+		s.mu.Unlock()
+		return "", 0, err
+	}
 	call := s.call
 	if call == nil {
 		call = &loginCall{done: make(chan struct{})}
@@ -155,9 +167,12 @@ func (s *session) run(call *loginCall) {
 	cookie, err := s.post(ctx)
 	cancel()
 	s.mu.Lock()
+	s.rejected = nil
 	if err == nil {
 		s.gen++
 		s.cookie = cookie
+	} else if Classify(err) == ReasonAuth {
+		s.rejected, s.rejectedAt = err, time.Now()
 	}
 	call.cookie, call.gen, call.err = cookie, s.gen, err
 	s.call = nil
