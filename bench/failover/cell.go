@@ -215,7 +215,7 @@ func (b *bench) runCell(ctx context.Context, m method, fault string) (cell, erro
 	resc := make(chan []benchkit.Result, 1)
 	go func() { resc <- benchkit.RunLoad(ctx, loadCfg, stopLoad) }()
 
-	if err := sleep(ctx, b.cfg.Pre); err != nil {
+	if err := benchkit.Sleep(ctx, b.cfg.Pre); err != nil {
 		close(stopLoad)
 		<-resc
 		return c, err
@@ -245,7 +245,7 @@ func (b *bench) runCell(ctx context.Context, m method, fault string) (cell, erro
 	case <-time.After(b.cfg.MaxDetect):
 	case <-ctx.Done():
 	}
-	err = sleep(ctx, time.Until(end))
+	err = benchkit.Sleep(ctx, time.Until(end))
 	// Resume first so requests stuck on the hung node finish (they are slow, not failed).
 	resume()
 	close(stopLoad)
@@ -286,19 +286,4 @@ func maxTime(a, b time.Time) time.Time {
 		return a
 	}
 	return b
-}
-
-// sleep waits d (the measurement schedule, not synchronisation) unless ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -52,7 +52,7 @@ func (b *bench) measureIdle(ctx context.Context) ([]idleRow, error) {
 		return nil, err
 	}
 	// Let start-up work (first passes, sessions, first samples) settle.
-	if err := sleep(ctx, 2*time.Second); err != nil {
+	if err := benchkit.Sleep(ctx, 2*time.Second); err != nil {
 		return nil, err
 	}
 	pids := []int{e.cw.Pid(), hapPid, hap2Pid}
@@ -63,7 +63,7 @@ func (b *bench) measureIdle(ctx context.Context) ([]idleRow, error) {
 		}
 	}
 	req1, req2 := requests(e.cluster), requests(cluster2)
-	if err := sleep(ctx, b.cfg.Idle); err != nil {
+	if err := benchkit.Sleep(ctx, b.cfg.Idle); err != nil {
 		return nil, err
 	}
 	rows := []idleRow{

@@ -296,7 +296,7 @@ func runMethod(ctx context.Context, cfg config, cluster *couchtest.Cluster, bin,
 			measureFrom = t
 		}
 	}
-	if err := sleepUntil(ctx, measureFrom.Add(cfg.Duration)); err != nil {
+	if err := benchkit.Sleep(ctx, time.Until(measureFrom.Add(cfg.Duration))); err != nil {
 		stopLoad()
 		return r, err
 	}
@@ -342,21 +342,6 @@ func runMethod(ctx context.Context, cfg config, cluster *couchtest.Cluster, bin,
 	r.Throughput = float64(r.OK) / cfg.Duration.Seconds()
 	r.LoadedShare = float64(onLoaded) / float64(r.OK)
 	return r, nil
-}
-
-func sleepUntil(ctx context.Context, t time.Time) error {
-	d := time.Until(t)
-	if d <= 0 {
-		return ctx.Err()
-	}
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-tm.C:
-		return nil
-	}
 }
 
 func rounds(ds []time.Duration) string {

@@ -179,7 +179,7 @@ func measure(ctx context.Context, cfg config, bin string, n int) (row, error) {
 		return r, fmt.Errorf("couchwatch: %w\n%s", err, tailString(cw.Output(), 4000))
 	}
 	r.StartupTime = time.Since(t0)
-	if err := sleep(ctx, cfg.Settle); err != nil {
+	if err := benchkit.Sleep(ctx, cfg.Settle); err != nil {
 		return r, err
 	}
 
@@ -200,7 +200,7 @@ func measure(ctx context.Context, cfg config, bin string, n int) (row, error) {
 		return r, err
 	}
 	req0 := requests(cluster)
-	if err := sleep(ctx, cfg.Window); err != nil {
+	if err := benchkit.Sleep(ctx, cfg.Window); err != nil {
 		return r, err
 	}
 	p1, err := benchkit.ReadProc(cw.Pid())
@@ -277,20 +277,6 @@ func tailString(s string, n int) string {
 		return s
 	}
 	return "..." + s[len(s)-n:]
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 func secs(s float64) string {

@@ -1,6 +1,7 @@
 package benchkit
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"math"
@@ -121,5 +122,21 @@ func (t Table) Write(w io.Writer) {
 	line(sep)
 	for _, r := range t.Rows {
 		line(r)
+	}
+}
+
+// Sleep waits d (a measurement schedule, not synchronisation) unless ctx ends first; it
+// returns ctx's error then.
+func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
