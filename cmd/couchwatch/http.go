@@ -61,6 +61,8 @@ type nodeView struct {
 	Verified     bool    `json:"verified"`
 	Score        float64 `json:"load_score"`
 	ScoreSignal  string  `json:"load_signal"`
+	UpStatus     string  `json:"up_status"`
+	RunQueue     float64 `json:"run_queue"`
 	LatencyMS    float64 `json:"latency_ewma_ms"`
 	Disagreement bool    `json:"membership_disagreement"`
 	Want         string  `json:"want"`
@@ -109,7 +111,8 @@ func (a *app) status() statusView {
 	}
 	for _, st := range statuses {
 		nv := nodeView{Node: st.Node, Verdict: st.Verdict.String(), Reason: st.Reason, Since: st.Since.UTC().Format(time.RFC3339),
-			Verified: st.Verified, Score: st.Score, ScoreSignal: st.ScoreSignal, LatencyMS: float64(st.LatencyEWMA.Microseconds()) / 1000,
+			Verified: st.Verified, Score: st.Score, ScoreSignal: st.ScoreSignal,
+			UpStatus: string(st.UpStatus), RunQueue: st.Signals.RunQueue, LatencyMS: float64(st.LatencyEWMA.Microseconds()) / 1000,
 			Disagreement: st.Disagreement, Server: last.servers[st.Node], Weight: -1}
 		if w, ok := last.dec.Desired.Servers[nv.Server]; ok {
 			nv.Want = string(w.State)
@@ -143,9 +146,9 @@ var statusTmpl = template.Must(template.New("status").Parse(`<!doctype html>
 {{if .HAProxyErr}}<br><b style="color:#c00">HAProxy runtime API: {{.HAProxyErr}}</b>{{end}}
 {{if .Unmapped}}<br><b>nodes without a HAProxy server: {{range .Unmapped}}{{.}} {{end}}</b>{{end}}
 {{if .Unwatched}}<br>HAProxy servers without a CouchDB node (left alone): {{range .Unwatched}}{{.}} {{end}}{{end}}</p>
-<table><tr><th>node</th><th>verdict</th><th>reason</th><th>since</th><th>load</th><th>latency ms</th><th>server</th><th>want</th><th>HAProxy state</th><th>weight</th><th>conns</th></tr>
+<table><tr><th>node</th><th>verdict</th><th>reason</th><th>since</th><th>/_up</th><th>load</th><th>latency ms</th><th>server</th><th>want</th><th>HAProxy state</th><th>weight</th><th>conns</th></tr>
 {{range .Nodes}}<tr class="{{.Verdict}}"><td>{{.Node}}</td><td>{{.Verdict}}</td><td>{{.Reason}}{{if .Disagreement}} (membership disagreement){{end}}</td><td>{{.Since}}</td>
-<td>{{printf "%.2f" .Score}} {{.ScoreSignal}}</td><td>{{printf "%.1f" .LatencyMS}}</td><td>{{.Server}}</td><td>{{.Want}}</td><td>{{.Admin}}</td><td>{{.Weight}}</td><td>{{.Conns}}</td></tr>
+<td>{{.UpStatus}}</td><td>{{printf "%.2f" .Score}} {{.ScoreSignal}} (run_queue {{.RunQueue}})</td><td>{{printf "%.1f" .LatencyMS}}</td><td>{{.Server}}</td><td>{{.Want}}</td><td>{{.Admin}}</td><td>{{.Weight}}</td><td>{{.Conns}}</td></tr>
 {{end}}</table><p><a href="/metrics">metrics</a> · <a href="/status.json">status.json</a> · <a href="/readyz">readyz</a></p></body></html>
 `))
 

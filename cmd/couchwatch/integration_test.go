@@ -400,7 +400,8 @@ func TestRuntimeSteering(t *testing.T) {
 	})
 	t.Run("status and metrics", func(t *testing.T) {
 		code, body := s.get("/status.json")
-		if code != 200 || !strings.Contains(body, `"mode": "runtime"`) || !strings.Contains(body, `"server": "couchdb-2"`) {
+		if code != 200 || !strings.Contains(body, `"mode": "runtime"`) || !strings.Contains(body, `"server": "couchdb-2"`) ||
+			!strings.Contains(body, `"up_status": "ok"`) {
 			t.Fatalf("status.json = %d %s", code, body)
 		}
 		code, body = s.get("/metrics")
