@@ -87,8 +87,8 @@ type Runner struct {
 }
 
 type runNode struct {
-	n    *couch.Node
-	poke chan struct{}
+	n *couch.Node
+	m *nodeMetrics
 
 	// guarded by Runner.mu
 	st     nodeState
@@ -103,10 +103,9 @@ func NewRunner(cfg Config, nodes []*couch.Node, log *slog.Logger, m *Metrics, cl
 	r := &Runner{cfg: cfg, log: log, m: m, clk: clk, changed: make(chan struct{}, 1)}
 	now := clk.Now()
 	for _, n := range nodes {
-		rn := &runNode{n: n, poke: make(chan struct{}, 1), st: newNodeState(cfg.Rise, cfg.Fall)}
+		rn := &runNode{n: n, m: m.initNode(n.Name()), st: newNodeState(cfg.Rise, cfg.Fall)}
 		rn.status = Status{Node: n.Name(), Verdict: Unknown, Reason: "not enough probes yet", Since: now}
 		r.nodes = append(r.nodes, rn)
-		m.initNode(n.Name())
 	}
 	return r
 }
@@ -146,10 +145,6 @@ func (r *Runner) Run(ctx context.Context) error {
 		wg.Add(2)
 		go func() { defer wg.Done(); r.upLoop(ctx, rn) }()
 		go func() { defer wg.Done(); r.systemLoop(ctx, rn) }()
-		if r.cfg.Hold {
-			wg.Add(1)
-			go func() { defer wg.Done(); r.holdLoop(ctx, rn) }()
-		}
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); r.membershipLoop(ctx) }()
@@ -164,27 +159,30 @@ func (r *Runner) probe(ctx context.Context, rn *runNode, name string, f Func, ti
 	start := r.clk.Now()
 	obs, err := f(ctx, rn.n)
 	d := r.clk.Since(start)
-	r.m.duration.WithLabelValues(rn.n.Name(), name).Observe(d.Seconds())
+	rn.m.duration[name].Observe(d.Seconds())
 	if err != nil {
 		r.m.failures.WithLabelValues(rn.n.Name(), name, string(couch.Classify(err))).Inc()
 	}
 	return obs, d, err
 }
 
-// wait sleeps d, or until poked or ctx ends; it reports false when ctx ended.
-func (r *Runner) wait(ctx context.Context, d time.Duration, poke <-chan struct{}) bool {
+// wait sleeps d or until ctx ends; it reports false when ctx ended.
+func (r *Runner) wait(ctx context.Context, d time.Duration) bool {
 	t := r.clk.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false
 	case <-t.C():
-	case <-poke:
 	}
 	return true
 }
 
+// upLoop probes /_up. Between probes it watches the probe's kept-alive connection
+// (Config.Hold): when the node closes it, which is what a crash looks like, the node is
+// probed at once instead of at the next interval.
 func (r *Runner) upLoop(ctx context.Context, rn *runNode) {
+	var lastEarly time.Time
 	for {
 		obs, d, err := r.probe(ctx, rn, ProbeUp, CheckUp, r.cfg.Timeout)
 		if ctx.Err() != nil {
@@ -194,21 +192,39 @@ func (r *Runner) upLoop(ctx context.Context, rn *runNode) {
 		if obs.Up != nil {
 			up = *obs.Up
 		}
-		fast := r.recordUp(rn, up, d, err)
 		next := r.cfg.Interval
-		if fast {
+		if r.recordUp(rn, up, d, err) {
 			next = r.cfg.FastInterval
 		}
-		if !r.wait(ctx, next, rn.poke) {
-			return
+		if !r.cfg.Hold {
+			if !r.wait(ctx, next) {
+				return
+			}
+			continue
 		}
+		if !rn.n.Watch(ctx, next) {
+			if ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		// Closed early. A node (or something in between) that closes idle
+		// connections faster than the probe interval would otherwise be probed in a
+		// tight loop: one early probe per interval.
+		now := r.clk.Now()
+		if now.Sub(lastEarly) < r.cfg.Interval {
+			if !r.wait(ctx, next) {
+				return
+			}
+		}
+		lastEarly = now
+		r.log.Debug("probe connection closed by the node: probing at once", "node", rn.n.Name())
 	}
 }
 
 // recordUp feeds one /_up result to the node's state machine and reports whether the
 // node is in transition (probe again at the fast interval, like HAProxy's fastinter).
 func (r *Runner) recordUp(rn *runNode, up couch.Up, d time.Duration, err error) bool {
-	name := rn.n.Name()
 	r.mu.Lock()
 	now := r.clk.Now()
 	rn.st.observeUp(up, err, now)
@@ -221,12 +237,12 @@ func (r *Runner) recordUp(rn *runNode, up couch.Up, d time.Duration, err error) 
 		} else {
 			rn.status.LatencyEWMA = time.Duration(a*float64(d) + (1-a)*float64(rn.status.LatencyEWMA))
 		}
-		r.m.latency.WithLabelValues(name).Set(rn.status.LatencyEWMA.Seconds())
+		rn.m.latency.Set(rn.status.LatencyEWMA.Seconds())
 	}
 	if err == nil && up.Status == couch.StatusOK {
-		r.m.up.WithLabelValues(name).Set(1)
+		rn.m.up.Set(1)
 	} else {
-		r.m.up.WithLabelValues(name).Set(0)
+		rn.m.up.Set(0)
 	}
 	if rn.st.base == Down {
 		rn.status.ScoreKnown, rn.status.Score = false, 0
@@ -265,37 +281,10 @@ func (r *Runner) notify() {
 	}
 }
 
-// holdLoop keeps a TCP connection open to the node; when the node's kernel closes it (a
-// crash), the node is probed at once instead of at the next interval.
-func (r *Runner) holdLoop(ctx context.Context, rn *runNode) {
-	backoff := r.cfg.FastInterval
-	const maxBackoff = 5 * time.Second
-	for {
-		start := r.clk.Now()
-		err := rn.n.Hold(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		select {
-		case rn.poke <- struct{}{}:
-		default:
-		}
-		if r.clk.Since(start) > time.Second {
-			backoff = r.cfg.FastInterval
-		} else {
-			backoff = min(2*backoff, maxBackoff)
-		}
-		r.log.Debug("held connection closed", "node", rn.n.Name(), "err", err)
-		if !r.wait(ctx, backoff, nil) {
-			return
-		}
-	}
-}
-
 // systemLoop samples the node's saturation signals.
 func (r *Runner) systemLoop(ctx context.Context, rn *runNode) {
 	for {
-		if !r.wait(ctx, r.cfg.SystemInterval, nil) {
+		if !r.wait(ctx, r.cfg.SystemInterval) {
 			return
 		}
 		r.mu.Lock()
@@ -332,7 +321,7 @@ func (r *Runner) recordSystem(rn *runNode, sys *couch.System, tasks []couch.Acti
 	rn.st.load.observe(r.cfg.Load, raw, now)
 	rn.status.Score, rn.status.ScoreKnown, rn.status.ScoreSignal = rn.st.load.score, true, signal
 	rn.status.Signals = sig
-	r.m.setSignals(rn.n.Name(), sig, rn.st.load.score)
+	rn.m.setSignals(sig, rn.st.load.score)
 	changed := r.updateVerdictLocked(rn, now)
 	r.mu.Unlock()
 	if changed {
@@ -345,7 +334,7 @@ func (r *Runner) recordSystem(rn *runNode, sys *couch.System, tasks []couch.Acti
 func (r *Runner) membershipLoop(ctx context.Context) {
 	for {
 		r.membershipPass(ctx)
-		if !r.wait(ctx, r.cfg.MembershipInterval, nil) {
+		if !r.wait(ctx, r.cfg.MembershipInterval) {
 			return
 		}
 	}

@@ -3,9 +3,9 @@ package couch
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -18,7 +18,7 @@ import (
 
 const (
 	defaultKeepAlive       = 15 * time.Second
-	defaultIdleConnTimeout = 90 * time.Second
+	defaultIdleConnTimeout = 15 * time.Second // only kivik and logins use net/http: rare calls
 	userAgent              = "couchwatch"
 )
 
@@ -30,8 +30,9 @@ type Options struct {
 	Timeout time.Duration
 	// MaxBody caps every reply body; 0 = DefaultMaxBody.
 	MaxBody int64
-	// Transport replaces the node's own keep-alive transport (tests, benchmarks).
-	Transport http.RoundTripper
+	// TLS configures https targets (trusted roots, client certificates); nil uses the
+	// system's roots. ServerName defaults to the target's host.
+	TLS *tls.Config
 }
 
 // Node is a client for one CouchDB node. It is safe for concurrent use.
@@ -39,9 +40,8 @@ type Node struct {
 	name    string
 	base    *url.URL
 	timeout time.Duration
-	client  *http.Client
+	wire    *wire
 	kivik   *kivik.Client
-	dialer  net.Dialer
 }
 
 // NewNode returns a client for t. It does no I/O: the first call logs in.
@@ -76,17 +76,25 @@ func NewNode(t Target, opt Options) (*Node, error) {
 	if name == "" {
 		name = base.Host
 	}
-	var rt http.RoundTripper = opt.Transport
-	if rt == nil {
-		rt = newTransport()
+	var tlsConf *tls.Config
+	if base.Scheme == "https" {
+		tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
+		if opt.TLS != nil {
+			tlsConf = opt.TLS.Clone()
+		}
+		if tlsConf.ServerName == "" {
+			tlsConf.ServerName = base.Hostname()
+		}
 	}
-	rt = &capTransport{base: rt, max: opt.MaxBody}
+	var rt http.RoundTripper = &capTransport{base: newTransport(tlsConf), max: opt.MaxBody}
+	w := &wire{node: name, addr: base.Host, host: hostHeader(base.Scheme, base.Host), tls: tlsConf,
+		dialer: net.Dialer{KeepAlive: defaultKeepAlive}, max: opt.MaxBody}
 	if opt.User != "" {
 		s, err := newSession(rt, base, name, opt.User, opt.Password, opt.Timeout)
 		if err != nil {
 			return nil, fmt.Errorf("node %q: %w", name, err)
 		}
-		rt = s
+		rt, w.sess = s, s
 	}
 	client := &http.Client{
 		Transport: rt,
@@ -102,9 +110,8 @@ func NewNode(t Target, opt Options) (*Node, error) {
 		name:    name,
 		base:    base,
 		timeout: opt.Timeout,
-		client:  client,
+		wire:    w,
 		kivik:   kc,
-		dialer:  net.Dialer{KeepAlive: defaultKeepAlive},
 	}, nil
 }
 
@@ -123,31 +130,31 @@ func (n *Node) Up(ctx context.Context) (Up, error) {
 	const op = "up"
 	ctx, cancel := n.withDeadline(ctx)
 	defer cancel()
-	status, body, err := n.get(ctx, "/_up")
+	status, body, err := n.wire.get(ctx, "/_up", true)
 	if err != nil {
 		return Up{}, n.fail(op, err)
 	}
-	up, err := ParseUp(status, bytes.NewReader(body))
+	up, err := parseUp(status, body)
 	if err != nil {
 		return Up{}, n.fail(op, err)
 	}
 	return up, nil
 }
 
-// Membership asks GET /_membership (through kivik).
+// Membership asks GET /_membership.
 func (n *Node) Membership(ctx context.Context) (Membership, error) {
 	const op = "membership"
 	ctx, cancel := n.withDeadline(ctx)
 	defer cancel()
-	m, err := n.kivik.Membership(ctx)
+	body, err := n.getOK(ctx, op, "/_membership")
+	if err != nil {
+		return Membership{}, err
+	}
+	m, err := parseMembership(body)
 	if err != nil {
 		return Membership{}, n.fail(op, err)
 	}
-	out := Membership{AllNodes: m.AllNodes, ClusterNodes: m.ClusterNodes}
-	if err := checkMembership(out); err != nil {
-		return Membership{}, n.fail(op, err)
-	}
-	return out, nil
+	return m, nil
 }
 
 // LocalName asks GET /_node/_local and returns the Erlang node name
@@ -182,7 +189,7 @@ func (n *Node) System(ctx context.Context) (System, error) {
 	if err != nil {
 		return System{}, err
 	}
-	s, err := ParseSystem(bytes.NewReader(body))
+	s, err := parseSystem(body)
 	if err != nil {
 		return System{}, n.fail(op, err)
 	}
@@ -222,71 +229,27 @@ func (n *Node) ConfigValue(ctx context.Context, section, key string) (string, er
 	return v, nil
 }
 
-// Hold opens a plain TCP connection to the node, sends nothing, and blocks until the
-// peer closes or resets it (an *Error with ReasonRefused) or ctx ends (ctx.Err()).
-// A crashed CouchDB's kernel closes its connections at once, so a caller holding one
-// learns of a crash within milliseconds and can re-probe. A failed dial is an *Error
-// too (refused, timeout, ...). An idle close by a healthy CouchDB looks the same as a
-// crash: callers re-probe and hold again.
-func (n *Node) Hold(ctx context.Context) error {
-	const op = "hold"
-	dctx, cancel := n.withDeadline(ctx)
-	conn, err := n.dialer.DialContext(dctx, "tcp", n.base.Host)
-	cancel()
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return n.fail(op, err)
-	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
-	buf := make([]byte, 512)
-	for {
-		_, err := conn.Read(buf) // CouchDB never speaks first; anything read is dropped
-		if err == nil {
-			continue
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if errors.Is(err, io.EOF) {
-			err = errors.New("connection closed by peer")
-		}
-		return &Error{Op: op, Node: n.name, Reason: ReasonRefused, Err: err}
-	}
+// Watch holds the node's /_up connection idle for up to d and reports whether the
+// node closed it meanwhile. A crashed CouchDB's kernel closes its connections at once,
+// so a caller that watches between probes learns of a crash within milliseconds and
+// can probe again. A healthy node's idle close looks the same: the probe tells them
+// apart. Watch dials a connection to hold when it has none; when that fails it just
+// waits out d. It returns false at once when ctx ends.
+func (n *Node) Watch(ctx context.Context, d time.Duration) bool {
+	return n.wire.watch(ctx, d, n.timeout)
 }
+
+// Close closes the node's idle connections.
+func (n *Node) Close() { n.wire.closeIdle() }
 
 // withDeadline bounds ctx by the node timeout (the sooner deadline wins).
 func (n *Node) withDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, n.timeout)
 }
 
-// get sends GET path and returns the status and the whole (capped) body.
-func (n *Node) get(ctx context.Context, path string) (int, []byte, error) {
-	u := n.base.JoinPath(path)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", userAgent)
-	resp, err := n.client.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, nil, err
-	}
-	return resp.StatusCode, body, nil
-}
-
 // getOK is get for calls where only 200 is a success.
 func (n *Node) getOK(ctx context.Context, op, path string) ([]byte, error) {
-	status, body, err := n.get(ctx, path)
+	status, body, err := n.wire.get(ctx, path, false)
 	if err != nil {
 		return nil, n.fail(op, err)
 	}

@@ -169,7 +169,7 @@ func TestNodeSharedLoginAndRelogin(t *testing.T) {
 	}
 	// kivik calls share the session and its retry.
 	c.ExpireSessions()
-	if _, err := n.Membership(context.Background()); err != nil {
+	if _, err := n.ConfigValue(context.Background(), "cluster", "n"); err != nil {
 		t.Fatal(err)
 	}
 	if got := sim.Stats().Logins; got != 3 {
@@ -279,52 +279,85 @@ func TestNodeCallerDeadlineWins(t *testing.T) {
 	}
 }
 
-func TestNodeHold(t *testing.T) {
+func TestNodeWatch(t *testing.T) {
 	c := startCluster(t, 1)
 	sim := c.Nodes()[0]
 	n := newNode(t, c, 0, adminOpts())
+	ctx := context.Background()
+	if _, err := n.Up(ctx); err != nil { // the probe's connection is the one watched
+		t.Fatal(err)
+	}
 
-	t.Run("crash ends the hold at once", func(t *testing.T) {
-		done := make(chan error, 1)
-		go func() { done <- n.Hold(context.Background()) }()
-		waitFor(t, func() bool { return sim.Status().Running && heldConns(sim) }) // connected
+	t.Run("quiet node: the whole wait, the connection kept", func(t *testing.T) {
+		before := sim.Stats().Conns
+		start := time.Now()
+		if n.Watch(ctx, 100*time.Millisecond) {
+			t.Fatal("Watch reported a close on a healthy node")
+		}
+		if took := time.Since(start); took < 90*time.Millisecond {
+			t.Fatalf("Watch returned after %v, want ~100ms", took)
+		}
+		if _, err := n.Up(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := sim.Stats().Conns - before; got != 0 {
+			t.Fatalf("%d new connections for a watch and a probe, want 0 (one kept-alive connection)", got)
+		}
+	})
+	t.Run("crash ends the wait at once", func(t *testing.T) {
+		done := make(chan bool, 1)
+		go func() { done <- n.Watch(ctx, 10*time.Second) }()
+		waitFor(t, func() bool { return heldConns(sim) })
+		time.Sleep(20 * time.Millisecond) // let Watch park its read
 		start := time.Now()
 		sim.Stop()
 		select {
-		case err := <-done:
-			checkErr(t, err, couch.ReasonRefused)
+		case closed := <-done:
+			if !closed {
+				t.Fatal("Watch = false after a crash")
+			}
 			if took := time.Since(start); took > time.Second {
-				t.Fatalf("hold noticed the crash after %v", took)
+				t.Fatalf("Watch noticed the crash after %v", took)
 			}
 		case <-time.After(5 * time.Second):
-			t.Fatal("hold did not return after the node crashed")
+			t.Fatal("Watch did not return after the node crashed")
 		}
-		checkErr(t, n.Hold(context.Background()), couch.ReasonRefused) // dial refused now
+		start = time.Now()
+		if n.Watch(ctx, 150*time.Millisecond) { // nothing to hold, dial refused: just waits
+			t.Fatal("Watch = true with nothing to hold")
+		}
+		if took := time.Since(start); took < 140*time.Millisecond {
+			t.Fatalf("Watch with the node down returned after %v, want the whole wait", took)
+		}
+		_, err := n.Up(ctx)
+		checkErr(t, err, couch.ReasonRefused)
 		if err := sim.Start(); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := n.Up(ctx); err != nil {
+			t.Fatalf("Up after restart: %v", err)
+		}
 	})
-	t.Run("hung node keeps the hold until ctx ends", func(t *testing.T) {
+	t.Run("hung node keeps the connection until the wait ends", func(t *testing.T) {
 		sim.Hang()
 		defer sim.Resume()
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		defer cancel()
-		if err := n.Hold(ctx); !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("Hold = %v, want context.DeadlineExceeded", err)
+		if n.Watch(ctx, 100*time.Millisecond) {
+			t.Fatal("Watch = true on a hung node")
 		}
 	})
 	t.Run("cancel", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- n.Hold(ctx) }()
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan bool, 1)
+		go func() { done <- n.Watch(cctx, time.Minute) }()
+		time.Sleep(20 * time.Millisecond)
 		cancel()
 		select {
-		case err := <-done:
-			if !errors.Is(err, context.Canceled) {
-				t.Fatalf("Hold = %v, want context.Canceled", err)
+		case closed := <-done:
+			if closed {
+				t.Fatal("Watch = true on cancel")
 			}
 		case <-time.After(5 * time.Second):
-			t.Fatal("hold ignored cancel")
+			t.Fatal("Watch ignored cancel")
 		}
 	})
 }
@@ -384,6 +417,6 @@ func TestNodeBodyCapWithoutContentLength(t *testing.T) {
 	}
 	_, err = n.System(context.Background())
 	checkErr(t, err, couch.ReasonTooLarge)
-	_, err = n.Membership(context.Background()) // through kivik
+	_, err = n.ConfigValue(context.Background(), "cluster", "n") // through kivik
 	checkErr(t, err, couch.ReasonTooLarge)
 }

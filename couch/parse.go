@@ -19,48 +19,130 @@ import (
 // maintenance replies ({"status":"maintenance_mode"|"nolb"|"seeding"}) are successful
 // probes; anything else is an *Error (auth, http_4xx, http_5xx or malformed).
 func ParseUp(status int, r io.Reader) (Up, error) {
+	if status != http.StatusOK && status != http.StatusNotFound {
+		return Up{}, statusError("up", status, r)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return Up{}, malformed("up", err)
+	}
+	return parseUp(status, b)
+}
+
+func parseUp(status int, b []byte) (Up, error) {
 	const op = "up"
 	if status != http.StatusOK && status != http.StatusNotFound {
-		return Up{}, statusError(op, status, r)
+		return Up{}, statusError(op, status, bytes.NewReader(b))
 	}
-	var body struct {
-		Status *string `json:"status"`
+	var st []byte
+	found := false
+	sc := scanner{b: b}
+	err := sc.object(func(key []byte) error {
+		if string(key) != "status" {
+			return sc.skip()
+		}
+		v, err := sc.str()
+		st, found = v, true
+		return err
+	})
+	if err == nil {
+		err = sc.end()
 	}
-	if err := decodeStrict(r, &body); err != nil {
+	if err != nil {
 		if status == http.StatusNotFound {
 			return Up{}, &Error{Op: op, Reason: ReasonHTTP4xx, Status: status, Err: errors.New("404 without a maintenance status")}
 		}
 		return Up{}, malformed(op, err)
 	}
-	if body.Status == nil || *body.Status == "" {
+	if !found || len(st) == 0 {
 		if status == http.StatusNotFound {
 			// Not CouchDB's maintenance reply: a proxy, or a CouchDB without /_up.
 			return Up{}, &Error{Op: op, Reason: ReasonHTTP4xx, Status: status, Err: errors.New("404 without a maintenance status")}
 		}
 		return Up{}, malformed(op, errors.New(`no "status" field`))
 	}
-	st := UpStatus(*body.Status)
-	switch {
-	case status == http.StatusOK && st == StatusOK:
-	case status == http.StatusNotFound && (st == StatusMaintenanceMode || st == StatusNoLB || st == StatusSeeding):
-	case status == http.StatusNotFound:
-		return Up{}, &Error{Op: op, Reason: ReasonHTTP4xx, Status: status, Err: fmt.Errorf("404 with unknown status %.40q", *body.Status)}
-	default:
-		return Up{}, malformed(op, fmt.Errorf("status %.40q with HTTP %d", *body.Status, status))
+	var us UpStatus
+	switch string(st) { // the known values without an allocation
+	case string(StatusOK):
+		us = StatusOK
+	case string(StatusMaintenanceMode):
+		us = StatusMaintenanceMode
+	case string(StatusNoLB):
+		us = StatusNoLB
+	case string(StatusSeeding):
+		us = StatusSeeding
 	}
-	return Up{Status: st, HTTPStatus: status}, nil
+	switch {
+	case status == http.StatusOK && us == StatusOK:
+	case status == http.StatusNotFound && (us == StatusMaintenanceMode || us == StatusNoLB || us == StatusSeeding):
+	case status == http.StatusNotFound:
+		return Up{}, &Error{Op: op, Reason: ReasonHTTP4xx, Status: status, Err: fmt.Errorf("404 with unknown status %.40q", st)}
+	default:
+		return Up{}, malformed(op, fmt.Errorf("status %.40q with HTTP %d", st, status))
+	}
+	return Up{Status: us, HTTPStatus: status}, nil
 }
 
 // ParseMembership parses a 200 /_membership reply. Both lists must be present.
 func ParseMembership(r io.Reader) (Membership, error) {
-	var body struct {
-		AllNodes     []string `json:"all_nodes"`
-		ClusterNodes []string `json:"cluster_nodes"`
-	}
-	if err := decodeStrict(r, &body); err != nil {
+	b, err := io.ReadAll(r)
+	if err != nil {
 		return Membership{}, malformed("membership", err)
 	}
-	m := Membership{AllNodes: body.AllNodes, ClusterNodes: body.ClusterNodes}
+	return parseMembership(b)
+}
+
+// parseMembership parses b. With N nodes every reply holds 2N names and every node is
+// asked: the names are substrings of one copy of b, not N allocations.
+func parseMembership(b []byte) (Membership, error) {
+	const op = "membership"
+	whole := string(b)
+	sc := scanner{b: b}
+	var m Membership
+	list := func(dst *[]string) error {
+		if sc.null() {
+			*dst = nil
+			return nil
+		}
+		out := []string{}
+		err := sc.array(func() error {
+			start := sc.peek()
+			at := sc.i
+			v, err := sc.str()
+			if err != nil {
+				if start != '"' {
+					return errors.New("a list entry is not a string")
+				}
+				return err
+			}
+			switch {
+			case len(v) == 0:
+				out = append(out, "")
+			case &v[0] == &b[at+1] && len(v) == sc.i-at-2: // v is the input itself
+				out = append(out, whole[at+1:sc.i-1])
+			default: // decoded escapes
+				out = append(out, string(v))
+			}
+			return nil
+		})
+		*dst = out
+		return err
+	}
+	err := sc.object(func(key []byte) error {
+		switch string(key) {
+		case "all_nodes":
+			return list(&m.AllNodes)
+		case "cluster_nodes":
+			return list(&m.ClusterNodes)
+		}
+		return sc.skip()
+	})
+	if err == nil {
+		err = sc.end()
+	}
+	if err != nil {
+		return Membership{}, malformed(op, err)
+	}
 	if err := checkMembership(m); err != nil {
 		return Membership{}, err
 	}
@@ -79,76 +161,118 @@ func checkMembership(m Membership) error {
 // ({"count","min","max","50","90","99"}, empty when idle) stored as "<name>_p99" and
 // "<name>_max". Values of any other shape are ignored.
 func ParseSystem(r io.Reader) (System, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return System{}, malformed("system", err)
+	}
+	return parseSystem(b)
+}
+
+func parseSystem(b []byte) (System, error) {
 	const op = "system"
-	// One typed pass: the nested objects are decoded with the document, not re-scanned.
-	var doc *struct {
-		Uptime        json.RawMessage            `json:"uptime"`
-		RunQueue      json.RawMessage            `json:"run_queue"`
-		DirtyCPU      json.RawMessage            `json:"run_queue_dirty_cpu"`
-		OSProcCount   json.RawMessage            `json:"os_proc_count"`
-		ProcessCount  json.RawMessage            `json:"process_count"`
-		MessageQueues map[string]json.RawMessage `json:"message_queues"`
-		Memory        map[string]json.RawMessage `json:"memory"`
+	var s System
+	haveRunQueue := false
+	sc := scanner{b: b}
+	number := func(name string, dst *int64) error {
+		n, err := sc.int()
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		*dst = n
+		return nil
 	}
-	if err := decodeStrict(r, &doc); err != nil {
-		return System{}, malformed(op, err)
+	queues := func() error {
+		if sc.null() {
+			return nil
+		}
+		s.MessageQueues = make(map[string]int64, 64)
+		return sc.object(func(key []byte) error {
+			switch sc.peek() {
+			case '{': // a histogram: keep its p99 and max
+				var p99, maxv int64
+				err := sc.object(func(k []byte) error {
+					var err error
+					switch string(k) {
+					case "99":
+						p99, err = sc.int()
+					case "max":
+						maxv, err = sc.int()
+					default:
+						return sc.skip()
+					}
+					if errors.Is(err, errNotNumber) {
+						err = nil
+					}
+					return err
+				})
+				if err != nil {
+					return err
+				}
+				name := string(key)
+				s.MessageQueues[name+"_p99"] = p99
+				s.MessageQueues[name+"_max"] = maxv
+				return nil
+			case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+				n, err := sc.int()
+				if err != nil {
+					return err
+				}
+				s.MessageQueues[string(key)] = n
+				return nil
+			}
+			return sc.skip() // neither a number nor a histogram: not ours to judge
+		})
 	}
-	if doc == nil {
+	memory := func() error {
+		if sc.null() {
+			return nil
+		}
+		s.Memory = make(map[string]int64, 16)
+		return sc.object(func(key []byte) error {
+			n, err := sc.int()
+			if errors.Is(err, errNotNumber) {
+				return nil
+			}
+			if err == nil {
+				s.Memory[string(key)] = n
+			}
+			return err
+		})
+	}
+	if sc.peek() != '{' {
+		if err := sc.skip(); err != nil {
+			return System{}, malformed(op, err)
+		}
 		return System{}, malformed(op, errors.New("not an object"))
 	}
-	var s System
-	fields := []struct {
-		key      string
-		raw      json.RawMessage
-		dst      *int64
-		required bool
-	}{
-		{"uptime", doc.Uptime, &s.Uptime, false},
-		{"run_queue", doc.RunQueue, &s.RunQueue, true},
-		{"run_queue_dirty_cpu", doc.DirtyCPU, &s.RunQueueDirtyCPU, false},
-		{"os_proc_count", doc.OSProcCount, &s.OSProcCount, false},
-		{"process_count", doc.ProcessCount, &s.ProcessCount, false},
+	err := sc.object(func(key []byte) error {
+		switch string(key) {
+		case "uptime":
+			return number("uptime", &s.Uptime)
+		case "run_queue":
+			haveRunQueue = true
+			return number("run_queue", &s.RunQueue)
+		case "run_queue_dirty_cpu":
+			return number("run_queue_dirty_cpu", &s.RunQueueDirtyCPU)
+		case "os_proc_count":
+			return number("os_proc_count", &s.OSProcCount)
+		case "process_count":
+			return number("process_count", &s.ProcessCount)
+		case "message_queues":
+			return queues()
+		case "memory":
+			return memory()
+		}
+		return sc.skip()
+	})
+	if err == nil {
+		err = sc.end()
 	}
-	for _, f := range fields {
-		if f.raw == nil {
-			if f.required {
-				return System{}, malformed(op, fmt.Errorf("no %q field", f.key))
-			}
-			continue
-		}
-		n, err := jsonInt(f.raw)
-		if err != nil {
-			return System{}, malformed(op, fmt.Errorf("%s: %w", f.key, err))
-		}
-		*f.dst = n
+	if err != nil {
+		return System{}, malformed(op, err)
 	}
-	if doc.MessageQueues != nil {
-		s.MessageQueues = make(map[string]int64, len(doc.MessageQueues))
-		for name, q := range doc.MessageQueues {
-			if n, err := jsonInt(q); err == nil {
-				s.MessageQueues[name] = n
-				continue
-			}
-			var hist *struct {
-				P99 json.RawMessage `json:"99"`
-				Max json.RawMessage `json:"max"`
-			}
-			if json.Unmarshal(q, &hist) != nil || hist == nil {
-				continue // neither a number nor a histogram: not ours to judge
-			}
-			p99, _ := jsonInt(hist.P99)
-			maxv, _ := jsonInt(hist.Max)
-			s.MessageQueues[name+"_p99"] = p99
-			s.MessageQueues[name+"_max"] = maxv
-		}
-	}
-	if doc.Memory != nil {
-		s.Memory = make(map[string]int64, len(doc.Memory))
-		for k, m := range doc.Memory {
-			if n, err := jsonInt(m); err == nil {
-				s.Memory[k] = n
-			}
-		}
+	if !haveRunQueue {
+		return System{}, malformed(op, fmt.Errorf("no %q field", "run_queue"))
 	}
 	return s, nil
 }

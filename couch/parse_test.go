@@ -2,9 +2,11 @@ package couch
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -295,6 +297,78 @@ func FuzzParseActiveTasks(f *testing.F) {
 		_, err := ParseActiveTasks(bytes.NewReader(body))
 		if err != nil && Classify(err) != ReasonMalformed {
 			t.Fatalf("reason %s, want malformed", Classify(err))
+		}
+	})
+}
+
+// The scanner accepts exactly what encoding/json accepts (below its depth limit).
+func FuzzScannerMatchesEncodingJSON(f *testing.F) {
+	fuzzSeeds(f, "system_idle.json", "system_under_load.json", "membership_healthy.json", "active_tasks_view_build.json",
+		"up_healthy.json")
+	for _, s := range []string{`"\u00e9\n"`, `-0.5e+3`, `[1,[2,{"a":null}],true,false]`, `{"a":"\ud800"}`, `01`, `1.`,
+		`{"a" 1}`, `[1,]`, `"\x"`, "\"\x01\"", `nul`, ` {} `, `{}x`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		sc := scanner{b: b}
+		err := sc.skip()
+		if errors.Is(err, errDepth) {
+			return
+		}
+		if err == nil {
+			err = sc.end()
+		}
+		if ok := err == nil; ok != json.Valid(b) {
+			t.Fatalf("scanner ok = %v (err %v), encoding/json valid = %v, for %q", ok, err, json.Valid(b), b)
+		}
+	})
+}
+
+// exactField decodes the exact (case-sensitive) key of a JSON object with encoding/json.
+func exactField(t *testing.T, b []byte, key string, v any) bool {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("parser accepted what encoding/json rejects: %v: %q", err, b)
+	}
+	raw, ok := m[key]
+	if !ok {
+		return false
+	}
+	return json.Unmarshal(raw, v) == nil
+}
+
+func FuzzParseSystemMatchesEncodingJSON(f *testing.F) {
+	fuzzSeeds(f, "system_idle.json", "system_under_load.json", "system_under_load_node2.json")
+	f.Add([]byte(`{"run_queue":3,"run_queue":4,"message_queues":{"a":{"99":2,"max":"x"},"b":1}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := parseSystem(b)
+		if err != nil {
+			return
+		}
+		var rq json.Number
+		if !exactField(t, b, "run_queue", &rq) {
+			t.Fatalf("run_queue accepted but not a number to encoding/json: %q", b)
+		}
+		if want, err := jsonInt(json.RawMessage(rq)); err != nil || want != got.RunQueue {
+			t.Fatalf("run_queue = %d, encoding/json gives %v (%v)", got.RunQueue, want, err)
+		}
+	})
+}
+
+func FuzzParseMembershipMatchesEncodingJSON(f *testing.F) {
+	fuzzSeeds(f, "membership_healthy.json", "membership_node3_stopped_via_node1.json")
+	f.Add([]byte(`{"all_nodes":["a\u0040b","c"],"cluster_nodes":[]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := parseMembership(b)
+		if err != nil {
+			return
+		}
+		var all, cluster []string
+		if !exactField(t, b, "all_nodes", &all) || !exactField(t, b, "cluster_nodes", &cluster) {
+			t.Fatalf("accepted lists encoding/json cannot read: %q", b)
+		}
+		if !slices.Equal(all, got.AllNodes) || !slices.Equal(cluster, got.ClusterNodes) {
+			t.Fatalf("got %q / %q, encoding/json %q / %q", got.AllNodes, got.ClusterNodes, all, cluster)
 		}
 	})
 }

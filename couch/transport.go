@@ -2,6 +2,7 @@ package couch
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,14 +62,15 @@ func (b *cappedBody) Close() error { return b.rc.Close() }
 
 // newTransport is the default transport of a Node: keep-alive, no proxy from the
 // environment, HTTP/1.1 (what CouchDB speaks).
-func newTransport() *http.Transport {
+func newTransport(tlsConf *tls.Config) *http.Transport {
 	d := &net.Dialer{KeepAlive: defaultKeepAlive}
 	return &http.Transport{
 		Proxy:                 nil,
 		DialContext:           d.DialContext,
-		MaxIdleConns:          8,
-		MaxIdleConnsPerHost:   4,
+		MaxIdleConns:          2,
+		MaxIdleConnsPerHost:   1,
 		IdleConnTimeout:       defaultIdleConnTimeout,
+		TLSClientConfig:       tlsConf,
 		TLSHandshakeTimeout:   DefaultTimeout,
 		ResponseHeaderTimeout: 0, // the per-call context is the deadline
 		ForceAttemptHTTP2:     false,

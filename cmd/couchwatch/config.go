@@ -83,7 +83,7 @@ var varHelp = map[string]string{
 	"COUCHWATCH_PROBE_FAST_INTERVAL": "interval between probes while a node changes state (like HAProxy's fastinter)",
 	"COUCHWATCH_RISE":                "consecutive good probes before a node is up",
 	"COUCHWATCH_FALL":                "consecutive failed probes before a node is down",
-	"COUCHWATCH_HOLD_CONNECTION":     "hold an idle TCP connection to each node and re-probe at once when it drops (notices a crash in milliseconds)",
+	"COUCHWATCH_HOLD_CONNECTION":     "watch the /_up probe's kept-alive connection between probes and re-probe at once when the node closes it (notices a crash in milliseconds)",
 	"COUCHWATCH_SYSTEM_INTERVAL":     "interval between saturation samples (_system and _active_tasks)",
 	"COUCHWATCH_SYSTEM_TIMEOUT":      "deadline of saturation and membership calls",
 	"COUCHWATCH_MEMBERSHIP_INTERVAL": "interval between /_membership comparisons",

@@ -63,11 +63,12 @@ type Stats struct {
 	BasicAuth                                                            int64 // requests that carried an Authorization: Basic header
 	Unauthorized                                                         int64 // 401 replies
 	InFlight                                                             int64 // data requests being answered now
+	Conns                                                                int64 // TCP connections accepted
 }
 
 type counters struct {
 	up, membership, system, activeTasks, config, nodeInfo, session, data atomic.Int64
-	logins, basicAuth, unauthorized, inFlight                            atomic.Int64
+	logins, basicAuth, unauthorized, inFlight, conns                     atomic.Int64
 }
 
 // Node is one simulated CouchDB node.
@@ -282,7 +283,7 @@ func (n *Node) Stats() Stats {
 		ActiveTasks: s.activeTasks.Load(), Config: s.config.Load(), NodeInfo: s.nodeInfo.Load(),
 		Session: s.session.Load(), Data: s.data.Load(),
 		Logins: s.logins.Load(), BasicAuth: s.basicAuth.Load(), Unauthorized: s.unauthorized.Load(),
-		InFlight: s.inFlight.Load(),
+		InFlight: s.inFlight.Load(), Conns: s.conns.Load(),
 	}
 }
 
@@ -318,6 +319,7 @@ func (n *Node) track(c *trackedConn) bool {
 		return false
 	}
 	n.conns[c] = struct{}{}
+	n.stats.conns.Add(1)
 	return true
 }
 
