@@ -141,15 +141,22 @@ func (r *Runner) maxProbeAge() time.Duration { return 2*r.cfg.Interval + r.cfg.T
 // Run probes until ctx ends.
 func (r *Runner) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	for _, rn := range r.nodes {
+	for i, rn := range r.nodes {
 		wg.Add(2)
-		go func() { defer wg.Done(); r.upLoop(ctx, rn) }()
-		go func() { defer wg.Done(); r.systemLoop(ctx, rn) }()
+		go func() { defer wg.Done(); r.upLoop(ctx, rn, r.spread(i, min(r.cfg.Interval, time.Second))) }()
+		go func() { defer wg.Done(); r.systemLoop(ctx, rn, r.spread(i+1, r.cfg.SystemInterval)) }()
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); r.membershipLoop(ctx) }()
 	wg.Wait()
 	return ctx.Err()
+}
+
+// spread is node i's share of d: the nodes' schedules start spread evenly over one
+// interval instead of all at once, so that CPU and memory see a steady trickle of
+// probes rather than a burst every interval.
+func (r *Runner) spread(i int, d time.Duration) time.Duration {
+	return time.Duration(int64(d) * int64(i) / int64(len(r.nodes)))
 }
 
 // probe runs f with its own deadline and records duration and failures.
@@ -181,7 +188,10 @@ func (r *Runner) wait(ctx context.Context, d time.Duration) bool {
 // upLoop probes /_up. Between probes it watches the probe's kept-alive connection
 // (Config.Hold): when the node closes it, which is what a crash looks like, the node is
 // probed at once instead of at the next interval.
-func (r *Runner) upLoop(ctx context.Context, rn *runNode) {
+func (r *Runner) upLoop(ctx context.Context, rn *runNode, first time.Duration) {
+	if !r.wait(ctx, first) {
+		return
+	}
 	var lastEarly time.Time
 	for {
 		obs, d, err := r.probe(ctx, rn, ProbeUp, CheckUp, r.cfg.Timeout)
@@ -281,10 +291,10 @@ func (r *Runner) notify() {
 	}
 }
 
-// systemLoop samples the node's saturation signals.
-func (r *Runner) systemLoop(ctx context.Context, rn *runNode) {
-	for {
-		if !r.wait(ctx, r.cfg.SystemInterval) {
+// systemLoop samples the node's saturation signals, the first time after first.
+func (r *Runner) systemLoop(ctx context.Context, rn *runNode, first time.Duration) {
+	for next := first; ; next = r.cfg.SystemInterval {
+		if !r.wait(ctx, next) {
 			return
 		}
 		r.mu.Lock()
@@ -340,34 +350,50 @@ func (r *Runner) membershipLoop(ctx context.Context) {
 	}
 }
 
+// membershipWorkers bounds the /_membership calls in flight: with N nodes each reply
+// holds 2N names, so asking every node at once would hold N² names at once.
+const membershipWorkers = 8
+
 func (r *Runner) membershipPass(ctx context.Context) {
-	type answer struct {
-		name string
-		m    *couch.Membership
-	}
-	answers := make([]answer, len(r.nodes))
-	var wg sync.WaitGroup
+	// Erlang names first (learnt once: a node's name does not change while it runs),
+	// so that this pass can look every name up.
+	names := make([]string, len(r.nodes))
+	r.mu.Lock()
 	for i, rn := range r.nodes {
-		r.mu.Lock()
-		name := rn.status.ErlangName
-		r.mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if name == "" { // learnt once: a node's name does not change while it runs
-				pctx, cancel := context.WithTimeout(ctx, r.cfg.SystemTimeout)
-				if got, err := rn.n.LocalName(pctx); err == nil {
-					name = got
-				}
-				cancel()
-			}
-			answers[i].name = name
-			if obs, _, err := r.probe(ctx, rn, ProbeMembership, CheckMembership, r.cfg.SystemTimeout); err == nil {
-				answers[i].m = obs.Membership
-			}
-		}()
+		names[i] = rn.status.ErlangName
 	}
-	wg.Wait()
+	r.mu.Unlock()
+	r.forEach(ctx, func(i int, rn *runNode) {
+		if names[i] != "" {
+			return
+		}
+		pctx, cancel := context.WithTimeout(ctx, r.cfg.SystemTimeout)
+		defer cancel()
+		if got, err := rn.n.LocalName(pctx); err == nil {
+			names[i] = got
+		}
+	})
+	index := make(map[string]int, len(names))
+	for i, name := range names {
+		if name != "" {
+			index[name] = i
+		}
+	}
+	// lists[j] says which nodes peer j's all_nodes names (nil: no answer).
+	lists := make([]bitset, len(r.nodes))
+	r.forEach(ctx, func(j int, rn *runNode) {
+		obs, _, err := r.probe(ctx, rn, ProbeMembership, CheckMembership, r.cfg.SystemTimeout)
+		if err != nil {
+			return
+		}
+		set := newBitset(len(r.nodes))
+		for _, a := range obs.Membership.AllNodes {
+			if i, ok := index[a]; ok {
+				set.add(i)
+			}
+		}
+		lists[j] = set
+	})
 	if ctx.Err() != nil {
 		return
 	}
@@ -383,26 +409,20 @@ func (r *Runner) membershipPass(ctx context.Context) {
 	if r.clusterN > 0 {
 		copies = r.clusterN - 1
 	}
-	// Each peer's all_nodes as a set, for peers that are up and answered.
-	peers := make([]map[string]bool, len(r.nodes))
 	for i, rn := range r.nodes {
-		rn.status.ErlangName = answers[i].name
+		rn.status.ErlangName = names[i]
 		r.m.copiesAfterLs.WithLabelValues(rn.n.Name()).Set(float64(copies))
-		// The answers are not kept past this pass: with N nodes they hold N² names.
-		if m := answers[i].m; m != nil && rn.st.base == Up {
-			peers[i] = make(map[string]bool, len(m.AllNodes))
-			for _, a := range m.AllNodes {
-				peers[i][a] = true
-			}
+		if rn.st.base != Up {
+			lists[i] = nil // only peers that are up have a say
 		}
 	}
 	for i, rn := range r.nodes {
-		me := rn.status.ErlangName
+		me := names[i]
 		var missing []string
 		if me != "" && rn.st.base == Up {
-			for j, set := range peers {
-				if i != j && set != nil && !set[me] {
-					missing = append(missing, r.nodes[j].status.ErlangName)
+			for j, set := range lists {
+				if i != j && set != nil && !set.has(i) {
+					missing = append(missing, names[j])
 				}
 			}
 		}
@@ -420,6 +440,34 @@ func (r *Runner) membershipPass(ctx context.Context) {
 		}
 	}
 }
+
+// forEach calls f for every node on membershipWorkers goroutines and waits for them.
+func (r *Runner) forEach(ctx context.Context, f func(i int, rn *runNode)) {
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(membershipWorkers, len(r.nodes)) {
+		wg.Go(func() {
+			for i := range next {
+				f(i, r.nodes[i])
+			}
+		})
+	}
+	for i := range r.nodes {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+		}
+	}
+	close(next)
+	wg.Wait()
+}
+
+// bitset is a set of node indices.
+type bitset []uint64
+
+func newBitset(n int) bitset    { return make(bitset, (n+63)/64) }
+func (b bitset) add(i int)      { b[i/64] |= 1 << (i % 64) }
+func (b bitset) has(i int) bool { return b[i/64]&(1<<(i%64)) != 0 }
 
 // readClusterN asks one node that answers for the cluster's n (the same on every node).
 func (r *Runner) readClusterN(ctx context.Context) int {

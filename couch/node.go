@@ -90,7 +90,7 @@ func NewNode(t Target, opt Options) (*Node, error) {
 	w := &wire{node: name, addr: base.Host, host: hostHeader(base.Scheme, base.Host), tls: tlsConf,
 		dialer: net.Dialer{KeepAlive: defaultKeepAlive}, max: opt.MaxBody}
 	if opt.User != "" {
-		s, err := newSession(rt, base, name, opt.User, opt.Password, opt.Timeout)
+		s, err := newSession(rt, w, name, opt.User, opt.Password, opt.Timeout)
 		if err != nil {
 			return nil, fmt.Errorf("node %q: %w", name, err)
 		}

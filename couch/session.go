@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"sync"
 	"time"
 )
@@ -20,8 +19,8 @@ const sessionCookie = "AuthSession"
 // On a 401 it logs in again once and retries the request; concurrent callers share one
 // login. It is an http.RoundTripper so kivik and our own requests go through it alike.
 type session struct {
-	base     http.RoundTripper // capped transport; the login goes through it too
-	endpoint string            // base URL + "/_session", never with credentials
+	base     http.RoundTripper // capped transport, for kivik's requests
+	wire     *wire             // the login goes through the node's own client
 	node     string
 	body     []byte // login body; never printed
 	timeout  time.Duration
@@ -46,7 +45,7 @@ type loginCall struct {
 	err    error
 }
 
-func newSession(base http.RoundTripper, u *url.URL, node, user, password string, timeout time.Duration) (*session, error) {
+func newSession(base http.RoundTripper, w *wire, node, user, password string, timeout time.Duration) (*session, error) {
 	body, err := json.Marshal(struct {
 		Name     string `json:"name"`
 		Password string `json:"password"`
@@ -54,9 +53,7 @@ func newSession(base http.RoundTripper, u *url.URL, node, user, password string,
 	if err != nil {
 		return nil, fmt.Errorf("encode login: %w", err)
 	}
-	ep := *u
-	ep.Path = "/_session"
-	return &session{base: base, endpoint: ep.String(), node: node, body: body, timeout: timeout}, nil
+	return &session{base: base, wire: w, node: node, body: body, timeout: timeout}, nil
 }
 
 func (s *session) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -110,13 +107,18 @@ func (s *session) refresh(resp *http.Response) {
 	}
 	for _, c := range resp.Cookies() {
 		if c.Name == sessionCookie && c.Value != "" {
-			s.mu.Lock()
-			if s.cookie != "" {
-				s.cookie = c.Value
-			}
-			s.mu.Unlock()
+			s.keep(c.Value)
 		}
 	}
+}
+
+// keep replaces the current cookie with a re-issued one (not after a logout).
+func (s *session) keep(cookie string) {
+	s.mu.Lock()
+	if s.cookie != "" {
+		s.cookie = cookie
+	}
+	s.mu.Unlock()
 }
 
 // current returns the cookie to use, logging in first if there is none.
@@ -181,29 +183,19 @@ func (s *session) run(call *loginCall) {
 }
 
 func (s *session) post(ctx context.Context) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.endpoint, bytes.NewReader(s.body))
+	rep, err := s.wire.do(ctx, wreq{method: http.MethodPost, path: "/_session", body: s.body}, false)
 	if err != nil {
 		return "", s.fail(err)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	resp, err := s.base.RoundTrip(req)
-	if err != nil {
-		return "", s.fail(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		e := statusError("login", resp.StatusCode, resp.Body)
+	if rep.status != http.StatusOK {
+		e := statusError("login", rep.status, bytes.NewReader(rep.body))
 		e.Node = s.node
 		return "", e
 	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	for _, c := range resp.Cookies() {
-		if c.Name == sessionCookie && c.Value != "" {
-			return c.Value, nil
-		}
+	if rep.cookie == "" {
+		return "", &Error{Op: "login", Node: s.node, Reason: ReasonAuth, Status: rep.status, Err: errors.New("no AuthSession cookie in the reply")}
 	}
-	return "", &Error{Op: "login", Node: s.node, Reason: ReasonAuth, Status: resp.StatusCode, Err: errors.New("no AuthSession cookie in the reply")}
+	return rep.cookie, nil
 }
 
 func (s *session) fail(err error) *Error {

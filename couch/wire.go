@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -138,21 +139,54 @@ func (w *wire) get(ctx context.Context, path string, up bool) (int, []byte, erro
 			return 0, nil, err
 		}
 	}
-	relogged, redialled := false, false
-	for {
-		c, err := w.take(ctx, up)
+	for relogged := false; ; relogged = true {
+		rep, err := w.do(ctx, wreq{method: http.MethodGet, path: path, cookie: cookie}, up)
 		if err != nil {
 			return 0, nil, err
 		}
-		status, body, keep, err := w.exchange(ctx, c, path, cookie)
+		if rep.status == http.StatusUnauthorized && w.sess != nil && !relogged {
+			if cookie, gen, err = w.sess.login(ctx, gen); err != nil {
+				return 0, nil, err
+			}
+			continue
+		}
+		if w.sess != nil && rep.status < 300 && rep.cookie != "" {
+			w.sess.keep(rep.cookie) // CouchDB re-issues the cookie part-way through its life
+		}
+		return rep.status, rep.body, nil
+	}
+}
+
+// wreq is one request; body is sent as JSON when set.
+type wreq struct {
+	method, path, cookie string
+	body                 []byte
+}
+
+// wrep is one reply; cookie is the AuthSession value it set, if any.
+type wrep struct {
+	status int
+	body   []byte
+	cookie string
+}
+
+// do sends req on an idle connection (the held one first when up is set) or a new one.
+// A kept-alive connection the node closed while idle is retried once on a new one:
+// every request sent this way is idempotent, or (the login) fails harmlessly.
+func (w *wire) do(ctx context.Context, req wreq, up bool) (wrep, error) {
+	for redialled := false; ; redialled = true {
+		c, err := w.take(ctx, up)
+		if err != nil {
+			return wrep{}, err
+		}
+		rep, keep, err := w.exchange(ctx, c, req)
 		if err != nil {
 			stale := c.used && errors.Is(err, errStale)
 			c.close()
 			if stale && !redialled && ctx.Err() == nil {
-				redialled = true
 				continue
 			}
-			return 0, nil, err
+			return wrep{}, err
 		}
 		c.used = true
 		if keep {
@@ -160,23 +194,16 @@ func (w *wire) get(ctx context.Context, path string, up bool) (int, []byte, erro
 		} else {
 			c.close()
 		}
-		if status == http.StatusUnauthorized && w.sess != nil && !relogged {
-			relogged = true
-			if cookie, gen, err = w.sess.login(ctx, gen); err != nil {
-				return 0, nil, err
-			}
-			continue
-		}
-		return status, body, nil
+		return rep, nil
 	}
 }
 
 // errStale marks a connection that failed before any byte of the reply arrived.
 var errStale = errors.New("connection closed before the reply")
 
-// exchange sends one GET on c and reads its reply. keep reports whether c may be used
-// again. Any error leaves c unusable.
-func (w *wire) exchange(ctx context.Context, c *wconn, path, cookie string) (status int, body []byte, keep bool, err error) {
+// exchange sends one request on c and reads its reply. keep reports whether c may be
+// used again. Any error leaves c unusable.
+func (w *wire) exchange(ctx context.Context, c *wconn, req wreq) (rep wrep, keep bool, err error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.nc.SetDeadline(dl)
 	} else {
@@ -190,32 +217,61 @@ func (w *wire) exchange(ctx context.Context, c *wconn, path, cookie string) (sta
 		}
 	}()
 
-	c.req = appendRequest(c.req[:0], w.host, path, cookie)
-	if _, err := c.nc.Write(c.req); err != nil {
-		return 0, nil, false, stale(err)
+	c.req = appendRequest(c.req[:0], w.host, req)
+	_, err = c.nc.Write(c.req)
+	if req.body != nil {
+		clear(c.req) // the login body holds the password: do not leave a copy behind
+	}
+	if err != nil {
+		return wrep{}, false, stale(err)
 	}
 	if _, err := c.br.Peek(1); err != nil {
-		return 0, nil, false, stale(err)
+		return wrep{}, false, stale(err)
 	}
 	resp, err := http.ReadResponse(c.br, nil)
 	if err != nil {
-		return 0, nil, false, err
+		return wrep{}, false, err
 	}
 	defer resp.Body.Close()
 	if resp.ContentLength > w.max {
-		return 0, nil, false, fmt.Errorf("%w: Content-Length %d > %d", errTooLarge, resp.ContentLength, w.max)
+		return wrep{}, false, fmt.Errorf("%w: Content-Length %d > %d", errTooLarge, resp.ContentLength, w.max)
 	}
-	body, err = io.ReadAll(io.LimitReader(resp.Body, w.max+1))
+	body, err := readBody(resp, w.max)
 	if err != nil {
-		return 0, nil, false, err
+		return wrep{}, false, err
 	}
-	if int64(len(body)) > w.max {
-		return 0, nil, false, errTooLarge
+	rep = wrep{status: resp.StatusCode, body: body}
+	if len(resp.Header["Set-Cookie"]) > 0 {
+		for _, ck := range resp.Cookies() {
+			if ck.Name == sessionCookie && ck.Value != "" {
+				rep.cookie = ck.Value
+			}
+		}
 	}
-	if w.sess != nil {
-		w.sess.refresh(resp)
+	return rep, !resp.Close, nil
+}
+
+// readBody reads the whole body, at most max bytes: in one allocation when the length
+// is announced.
+func readBody(resp *http.Response, max int64) ([]byte, error) {
+	if n := resp.ContentLength; n >= 0 {
+		body := make([]byte, n)
+		if _, err := io.ReadFull(resp.Body, body); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		return body, nil
 	}
-	return resp.StatusCode, body, !resp.Close, nil
+	body, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(body)) > max {
+		return nil, errTooLarge
+	}
+	return body, nil
 }
 
 // stale marks err as a connection closed or reset before any reply: on a reused
@@ -227,16 +283,23 @@ func stale(err error) error {
 	return err
 }
 
-func appendRequest(b []byte, host, path, cookie string) []byte {
-	b = append(b, "GET "...)
-	b = append(b, path...)
+func appendRequest(b []byte, host string, req wreq) []byte {
+	b = append(b, req.method...)
+	b = append(b, ' ')
+	b = append(b, req.path...)
 	b = append(b, " HTTP/1.1\r\nHost: "...)
 	b = append(b, host...)
 	b = append(b, "\r\nUser-Agent: "+userAgent+"\r\nAccept: application/json\r\n"...)
-	if cookie != "" {
+	if req.cookie != "" {
 		b = append(b, "Cookie: "+sessionCookie+"="...)
-		b = append(b, cookie...)
+		b = append(b, req.cookie...)
 		b = append(b, "\r\n"...)
+	}
+	if req.body != nil {
+		b = append(b, "Content-Type: application/json\r\nContent-Length: "...)
+		b = strconv.AppendInt(b, int64(len(req.body)), 10)
+		b = append(b, "\r\n\r\n"...)
+		return append(b, req.body...)
 	}
 	return append(b, "\r\n"...)
 }
