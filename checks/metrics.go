@@ -1,28 +1,28 @@
 package checks
 
 import (
+	"math"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/medic/couchwatch/couch"
 )
 
 // Metrics are the [checks] families of docs/metrics.md.
+//
+// The per-node families are one custom collector over a few hundred bytes of atomics per
+// node, turned into samples only when scraped. As client_golang vectors they cost ~27 KiB
+// a node (~47 series, each with its own label pairs, and 4 histograms): at 300 nodes,
+// 8 MiB of live heap, most of couchwatch's.
 type Metrics struct {
-	up            *prometheus.GaugeVec
-	verdict       *prometheus.GaugeVec
-	transitions   *prometheus.CounterVec
-	duration      *prometheus.HistogramVec
-	failures      *prometheus.CounterVec
-	score         *prometheus.GaugeVec
-	runQueue      *prometheus.GaugeVec
-	dirtyCPU      *prometheus.GaugeVec
-	msgQueue      *prometheus.GaugeVec
-	osProcs       *prometheus.GaugeVec
-	tasks         *prometheus.GaugeVec
-	latency       *prometheus.GaugeVec
-	disagreement  *prometheus.GaugeVec
-	clusterN      prometheus.Gauge
-	copiesAfterLs *prometheus.GaugeVec
+	clusterN prometheus.Gauge
+
+	mu    sync.RWMutex
+	nodes []*nodeMetrics
 }
 
 // Probe names, used as the "probe" label.
@@ -34,123 +34,218 @@ const (
 )
 
 var (
-	probeNames  = []string{ProbeUp, ProbeMembership, ProbeSystem, ProbeActiveTasks}
+	probeNames  = [...]string{ProbeUp, ProbeMembership, ProbeSystem, ProbeActiveTasks}
 	queueNames  = [...]string{"couch_server", "rexi_server", "rexi_buffer", "couch_file_p99"}
 	taskNames   = [...]string{"indexer", "database_compaction", "view_compaction", "replication", "other"}
-	reasonNames = []couch.Reason{couch.ReasonRefused, couch.ReasonTimeout, couch.ReasonHTTP5xx, couch.ReasonHTTP4xx,
+	reasonNames = [...]couch.Reason{couch.ReasonRefused, couch.ReasonTimeout, couch.ReasonHTTP5xx, couch.ReasonHTTP4xx,
 		couch.ReasonAuth, couch.ReasonMalformed, couch.ReasonTooLarge, couch.ReasonOther}
+	durationBuckets = [...]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+)
+
+func probeIndex(p string) int {
+	if i := slices.Index(probeNames[:], p); i >= 0 {
+		return i
+	}
+	return 0
+}
+
+func reasonIndex(r couch.Reason) int {
+	if i := slices.Index(reasonNames[:], r); i >= 0 {
+		return i
+	}
+	return len(reasonNames) - 1 // other
+}
+
+var (
+	descUp = prometheus.NewDesc("couchwatch_node_up",
+		"1 if the last /_up probe of the node answered 200 ok.", []string{"node"}, nil)
+	descVerdict = prometheus.NewDesc("couchwatch_node_verdict",
+		"Current verdict of the node (one-hot).", []string{"node", "verdict"}, nil)
+	descTransitions = prometheus.NewDesc("couchwatch_node_transitions_total",
+		"Verdict changes of the node, by new verdict.", []string{"node", "verdict"}, nil)
+	descDuration = prometheus.NewDesc("couchwatch_probe_duration_seconds",
+		"Duration of probes, successful or not.", []string{"node", "probe"}, nil)
+	descFailures = prometheus.NewDesc("couchwatch_probe_failures_total",
+		"Failed probes, by reason.", []string{"node", "probe", "reason"}, nil)
+	descScore = prometheus.NewDesc("couchwatch_node_load_score",
+		"Smoothed load score of the node, 0 (idle) to 1 (saturated).", []string{"node"}, nil)
+	descRunQueue = prometheus.NewDesc("couchwatch_node_run_queue",
+		"Erlang run queue of the node (_system run_queue).", []string{"node"}, nil)
+	descDirtyCPU = prometheus.NewDesc("couchwatch_node_run_queue_dirty_cpu",
+		"Erlang dirty CPU run queue of the node.", []string{"node"}, nil)
+	descMsgQueue = prometheus.NewDesc("couchwatch_node_message_queue",
+		"Message queue length of key CouchDB processes (couch_file: 99th percentile).", []string{"node", "queue"}, nil)
+	descOSProcs = prometheus.NewDesc("couchwatch_node_os_processes",
+		"JavaScript query server processes of the node (_system os_proc_count).", []string{"node"}, nil)
+	descTasks = prometheus.NewDesc("couchwatch_node_active_tasks",
+		"Active tasks of the node, by type.", []string{"node", "type"}, nil)
+	descLatency = prometheus.NewDesc("couchwatch_node_latency_ewma_seconds",
+		"Exponentially weighted moving average of /_up probe latency.", []string{"node"}, nil)
+	descDisagreement = prometheus.NewDesc("couchwatch_membership_disagreement",
+		"1 if the node answers /_up but is missing from a peer's all_nodes.", []string{"node"}, nil)
+	descCopies = prometheus.NewDesc("couchwatch_node_shard_copies_after_loss",
+		"Copies of this node's shards left if it were lost (n-1); 0 means its shards become unavailable.", []string{"node"}, nil)
 )
 
 // NewMetrics registers the checks metrics on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	node := []string{"node"}
-	m := &Metrics{
-		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_node_up",
-			Help: "1 if the last /_up probe of the node answered 200 ok."}, node),
-		verdict: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_node_verdict",
-			Help: "Current verdict of the node (one-hot)."}, []string{"node", "verdict"}),
-		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "couchwatch_node_transitions_total",
-			Help: "Verdict changes of the node, by new verdict."}, []string{"node", "verdict"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "couchwatch_probe_duration_seconds",
-			Help:    "Duration of probes, successful or not.",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}}, []string{"node", "probe"}),
-		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "couchwatch_probe_failures_total",
-			Help: "Failed probes, by reason."}, []string{"node", "probe", "reason"}),
-		score: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_node_load_score",
-			Help: "Smoothed load score of the node, 0 (idle) to 1 (saturated)."}, node),
-		runQueue: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_node_run_queue",
-			Help: "Erlang run queue of the node (_system run_queue)."}, node),
-		dirtyCPU: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_node_run_queue_dirty_cpu",
-			Help: "Erlang dirty CPU run queue of the node."}, node),
-		msgQueue: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_node_message_queue",
-			Help: "Message queue length of key CouchDB processes (couch_file: 99th percentile)."}, []string{"node", "queue"}),
-		osProcs: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_node_os_processes",
-			Help: "JavaScript query server processes of the node (_system os_proc_count)."}, node),
-		tasks: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_node_active_tasks",
-			Help: "Active tasks of the node, by type."}, []string{"node", "type"}),
-		latency: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_node_latency_ewma_seconds",
-			Help: "Exponentially weighted moving average of /_up probe latency."}, node),
-		disagreement: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_membership_disagreement",
-			Help: "1 if the node answers /_up but is missing from a peer's all_nodes."}, node),
-		clusterN: prometheus.NewGauge(prometheus.GaugeOpts{Name: "couchwatch_cluster_n",
-			Help: "Copies of each shard (cluster n), 0 if unknown."}),
-		copiesAfterLs: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_node_shard_copies_after_loss",
-			Help: "Copies of this node's shards left if it were lost (n-1); 0 means its shards become unavailable."}, node),
-	}
-	reg.MustRegister(m.up, m.verdict, m.transitions, m.duration, m.failures, m.score, m.runQueue, m.dirtyCPU,
-		m.msgQueue, m.osProcs, m.tasks, m.latency, m.disagreement, m.clusterN, m.copiesAfterLs)
+	m := &Metrics{clusterN: prometheus.NewGauge(prometheus.GaugeOpts{Name: "couchwatch_cluster_n",
+		Help: "Copies of each shard (cluster n), 0 if unknown."})}
+	reg.MustRegister(m, m.clusterN)
 	return m
 }
 
-// nodeMetrics are one node's series, looked up once: a label lookup hashes the label
-// values on every call, and at 300 nodes the /_up probe alone sets ~1800 values a second.
-type nodeMetrics struct {
-	up, latency, score, runQueue, dirtyCPU, osProcs prometheus.Gauge
-	queues                                          [4]prometheus.Gauge // in queueNames order
-	tasks                                           [5]prometheus.Gauge // in taskNames order
-	duration                                        map[string]prometheus.Observer
+// Describe implements prometheus.Collector.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descUp, descVerdict, descTransitions, descDuration, descFailures, descScore,
+		descRunQueue, descDirtyCPU, descMsgQueue, descOSProcs, descTasks, descLatency, descDisagreement, descCopies} {
+		ch <- d
+	}
 }
 
-// initNode creates every series of a node so that dashboards and alerts see zeros, not
-// absent series, and returns the ones set on every sample.
+// Collect implements prometheus.Collector: every node's series, created from the
+// node's first probe on so that dashboards and alerts see zeros, not absent series.
+// Failures of the liveness probe are exported at 0 for every reason; those of the
+// slower probes appear on their first failure (8 reasons x 4 probes per node adds up
+// at 300 nodes).
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	m.mu.RLock()
+	nodes := m.nodes
+	m.mu.RUnlock()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	for _, n := range nodes {
+		gauge(descUp, n.up.load(), n.name)
+		cur := Verdict(n.verdict.Load())
+		for _, v := range Verdicts() {
+			val := 0.0
+			if v == cur {
+				val = 1
+			}
+			gauge(descVerdict, val, n.name, v.String())
+			counter(descTransitions, n.transitions[v].Load(), n.name, v.String())
+		}
+		for p, probe := range probeNames {
+			ch <- n.duration[p].metric(n.name, probe)
+			for r, reason := range reasonNames {
+				if c := n.failures[p][r].Load(); c > 0 || probe == ProbeUp {
+					counter(descFailures, c, n.name, probe, string(reason))
+				}
+			}
+		}
+		gauge(descScore, n.score.load(), n.name)
+		gauge(descRunQueue, n.runQueue.load(), n.name)
+		gauge(descDirtyCPU, n.dirtyCPU.load(), n.name)
+		for i, q := range queueNames {
+			gauge(descMsgQueue, n.queues[i].load(), n.name, q)
+		}
+		gauge(descOSProcs, n.osProcs.load(), n.name)
+		for i, t := range taskNames {
+			gauge(descTasks, n.tasks[i].load(), n.name, t)
+		}
+		gauge(descLatency, n.latency.load(), n.name)
+		gauge(descDisagreement, n.disagreement.load(), n.name)
+		gauge(descCopies, n.copies.load(), n.name)
+	}
+}
+
+// initNode adds a node's series and returns them.
 func (m *Metrics) initNode(node string) *nodeMetrics {
-	nm := &nodeMetrics{
-		up:       m.up.WithLabelValues(node),
-		latency:  m.latency.WithLabelValues(node),
-		score:    m.score.WithLabelValues(node),
-		runQueue: m.runQueue.WithLabelValues(node),
-		dirtyCPU: m.dirtyCPU.WithLabelValues(node),
-		osProcs:  m.osProcs.WithLabelValues(node),
-		duration: make(map[string]prometheus.Observer, len(probeNames)),
-	}
-	for i, q := range queueNames {
-		nm.queues[i] = m.msgQueue.WithLabelValues(node, q)
-	}
-	for i, t := range taskNames {
-		nm.tasks[i] = m.tasks.WithLabelValues(node, t)
-	}
-	for _, p := range probeNames {
-		nm.duration[p] = m.duration.WithLabelValues(node, p)
-	}
-	for _, v := range Verdicts() {
-		m.verdict.WithLabelValues(node, v.String()).Set(0)
-		m.transitions.WithLabelValues(node, v.String())
-	}
-	m.verdict.WithLabelValues(node, Unknown.String()).Set(1)
-	// Failures of the liveness probe start at 0 for every reason; those of the slower
-	// probes appear on first failure (8 reasons x 4 probes per node adds up at 300 nodes).
-	for _, r := range reasonNames {
-		m.failures.WithLabelValues(node, ProbeUp, string(r))
-	}
-	m.disagreement.WithLabelValues(node)
-	m.copiesAfterLs.WithLabelValues(node)
+	nm := &nodeMetrics{name: node}
+	m.mu.Lock()
+	m.nodes = append(slices.Clip(m.nodes), nm) // Collect may hold the old slice
+	m.mu.Unlock()
 	return nm
 }
 
-func (m *Metrics) setVerdict(node string, v Verdict) {
-	for _, x := range Verdicts() {
-		val := 0.0
-		if x == v {
-			val = 1
-		}
-		m.verdict.WithLabelValues(node, x.String()).Set(val)
+// nodeMetrics is one node's series.
+type nodeMetrics struct {
+	name string
+
+	up, latency, score, runQueue, dirtyCPU, osProcs, disagreement, copies afloat
+	queues                                                                [len(queueNames)]afloat
+	tasks                                                                 [len(taskNames)]afloat
+
+	verdict     atomic.Int32 // a Verdict
+	transitions [len(verdictNames)]atomic.Uint64
+	failures    [len(probeNames)][len(reasonNames)]atomic.Uint64
+	duration    [len(probeNames)]histogram
+}
+
+func (nm *nodeMetrics) observe(probe string, d time.Duration) {
+	nm.duration[probeIndex(probe)].observe(d.Seconds())
+}
+
+func (nm *nodeMetrics) fail(probe string, r couch.Reason) {
+	nm.failures[probeIndex(probe)][reasonIndex(r)].Add(1)
+}
+
+func (nm *nodeMetrics) setVerdict(v Verdict) {
+	if v < 0 || int(v) >= len(verdictNames) {
+		return
 	}
-	m.transitions.WithLabelValues(node, v.String()).Inc()
+	nm.verdict.Store(int32(v))
+	nm.transitions[v].Add(1)
 }
 
 func (nm *nodeMetrics) setSignals(s Signals, score float64) {
-	nm.score.Set(score)
+	nm.score.set(score)
 	if s.HaveSystem {
-		nm.runQueue.Set(s.RunQueue)
-		nm.dirtyCPU.Set(s.DirtyCPU)
+		nm.runQueue.set(s.RunQueue)
+		nm.dirtyCPU.set(s.DirtyCPU)
 		for i, v := range [len(queueNames)]float64{s.CouchServer, s.RexiServer, s.RexiBuffer, s.CouchFileP99} {
-			nm.queues[i].Set(v)
+			nm.queues[i].set(v)
 		}
-		nm.osProcs.Set(s.JSProcs)
+		nm.osProcs.set(s.JSProcs)
 	}
 	if s.HaveTasks {
 		for i, t := range taskNames {
-			nm.tasks[i].Set(s.Tasks[t])
+			nm.tasks[i].set(s.Tasks[t])
 		}
 	}
+}
+
+// afloat is a float64 for concurrent use.
+type afloat struct{ bits atomic.Uint64 }
+
+func (a *afloat) set(v float64) { a.bits.Store(math.Float64bits(v)) }
+func (a *afloat) load() float64 { return math.Float64frombits(a.bits.Load()) }
+
+func (a *afloat) add(v float64) {
+	for {
+		old := a.bits.Load()
+		if a.bits.CompareAndSwap(old, math.Float64bits(math.Float64frombits(old)+v)) {
+			return
+		}
+	}
+}
+
+// histogram counts observations per bucket of durationBuckets (the last slot: above the
+// top bound).
+type histogram struct {
+	counts [len(durationBuckets) + 1]atomic.Uint64
+	sum    afloat
+}
+
+func (h *histogram) observe(v float64) {
+	i, _ := slices.BinarySearch(durationBuckets[:], v) // the first bound >= v: le is inclusive
+	h.counts[i].Add(1)
+	h.sum.add(v)
+}
+
+// metric is the histogram as a sample; its count is the sum of its buckets, so the two
+// agree even while observations land during a scrape.
+func (h *histogram) metric(labels ...string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(durationBuckets))
+	var cum uint64
+	for i, le := range durationBuckets {
+		cum += h.counts[i].Load()
+		buckets[le] = cum
+	}
+	cum += h.counts[len(durationBuckets)].Load()
+	return prometheus.MustNewConstHistogram(descDuration, cum, h.sum.load(), buckets, labels...)
 }

@@ -5,11 +5,11 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/medic/couchwatch/couch"
 	"github.com/medic/couchwatch/couch/couchtest"
@@ -50,6 +50,38 @@ func startRunner(t *testing.T, cfg Config) *runnerEnv {
 	go func() { r.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return &runnerEnv{cluster: cl, runner: r, reg: reg}
+}
+
+// metric returns the value of the gauge or counter name whose label values are values
+// (in the order of the label names, sorted), from a real gather of the registry.
+func (e *runnerEnv) metric(t *testing.T, name string, values ...string) float64 {
+	t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			got := make([]string, 0, len(m.GetLabel()))
+			for _, lp := range m.GetLabel() {
+				got = append(got, lp.GetValue())
+			}
+			if !slices.Equal(got, values) {
+				continue
+			}
+			switch {
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no %s%q", name, values)
+	return 0
 }
 
 // waitFor waits for cond on the snapshot, waking on verdict changes and re-checking on a
@@ -115,16 +147,16 @@ func TestRunnerVerdicts(t *testing.T) {
 	if s[1].ScoreSignal != "run_queue" || s[1].Score < 0.8 {
 		t.Errorf("degraded status %+v", s[1])
 	}
-	if got := testutil.ToFloat64(e.runner.m.runQueue.WithLabelValues(n2.Addr())); got < 20 {
+	if got := e.metric(t, "couchwatch_node_run_queue", n2.Addr()); got < 20 {
 		t.Errorf("run_queue metric %v", got)
 	}
 	n2.SetLoad(0)
 	e.waitFor(t, "all up again", all(Up))
 
-	if got := testutil.ToFloat64(e.runner.m.verdict.WithLabelValues(n2.Addr(), "up")); got != 1 {
+	if got := e.metric(t, "couchwatch_node_verdict", n2.Addr(), "up"); got != 1 {
 		t.Errorf("verdict{up} = %v", got)
 	}
-	if got := testutil.ToFloat64(e.runner.m.transitions.WithLabelValues(n2.Addr(), "down")); got != 1 {
+	if got := e.metric(t, "couchwatch_node_transitions_total", n2.Addr(), "down"); got != 1 {
 		t.Errorf("transitions{down} = %v, want 1", got)
 	}
 }
@@ -144,7 +176,7 @@ func TestRunnerMembership(t *testing.T) {
 	if e.runner.ClusterN() != 3 {
 		t.Errorf("cluster n = %d, want 3", e.runner.ClusterN())
 	}
-	if got := testutil.ToFloat64(e.runner.m.copiesAfterLs.WithLabelValues(e.cluster.Nodes()[0].Addr())); got != 2 {
+	if got := e.metric(t, "couchwatch_node_shard_copies_after_loss", e.cluster.Nodes()[0].Addr()); got != 2 {
 		t.Errorf("shard copies after loss = %v, want 2", got)
 	}
 	e.cluster.SetMissingFromPeers(2, false)
