@@ -19,11 +19,11 @@ const sessionCookie = "AuthSession"
 // On a 401 it logs in again once and retries the request; concurrent callers share one
 // login. It is an http.RoundTripper so kivik and our own requests go through it alike.
 type session struct {
-	base     http.RoundTripper // capped transport, for kivik's requests
-	wire     *wire             // the login goes through the node's own client
-	node     string
-	body     []byte // login body; never printed
-	timeout  time.Duration
+	base    http.RoundTripper // capped transport, for kivik's requests
+	wire    *wire             // the login goes through the node's own client
+	node    string
+	body    []byte // login body; never printed
+	timeout time.Duration
 
 	mu     sync.Mutex
 	cookie string // current AuthSession value, "" when none
