@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/medic/couchwatch/couch"
 )
@@ -112,50 +113,107 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.mu.RLock()
 	nodes := m.nodes
 	m.mu.RUnlock()
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
 	for _, n := range nodes {
-		gauge(descUp, n.up.load(), n.name)
+		node := n.label
+		gauge := func(d *prometheus.Desc, v float64, more ...*dto.LabelPair) { ch <- newSample(d, false, v, node, more) }
+		counter := func(d *prometheus.Desc, v uint64, more ...*dto.LabelPair) {
+			ch <- newSample(d, true, float64(v), node, more)
+		}
+		gauge(descUp, n.up.load())
 		cur := Verdict(n.verdict.Load())
 		for _, v := range Verdicts() {
 			val := 0.0
 			if v == cur {
 				val = 1
 			}
-			gauge(descVerdict, val, n.name, v.String())
-			counter(descTransitions, n.transitions[v].Load(), n.name, v.String())
+			gauge(descVerdict, val, verdictPairs[v])
+			counter(descTransitions, n.transitions[v].Load(), verdictPairs[v])
 		}
 		for p, probe := range probeNames {
-			ch <- n.duration[p].metric(n.name, probe)
-			for r, reason := range reasonNames {
+			ch <- n.duration[p].sample(node, probePairs[p])
+			for r := range reasonNames {
 				if c := n.failures[p][r].Load(); c > 0 || probe == ProbeUp {
-					counter(descFailures, c, n.name, probe, string(reason))
+					counter(descFailures, c, probePairs[p], reasonPairs[r])
 				}
 			}
 		}
-		gauge(descScore, n.score.load(), n.name)
-		gauge(descRunQueue, n.runQueue.load(), n.name)
-		gauge(descDirtyCPU, n.dirtyCPU.load(), n.name)
-		for i, q := range queueNames {
-			gauge(descMsgQueue, n.queues[i].load(), n.name, q)
+		gauge(descScore, n.score.load())
+		gauge(descRunQueue, n.runQueue.load())
+		gauge(descDirtyCPU, n.dirtyCPU.load())
+		for i := range queueNames {
+			gauge(descMsgQueue, n.queues[i].load(), queuePairs[i])
 		}
-		gauge(descOSProcs, n.osProcs.load(), n.name)
-		for i, t := range taskNames {
-			gauge(descTasks, n.tasks[i].load(), n.name, t)
+		gauge(descOSProcs, n.osProcs.load())
+		for i := range taskNames {
+			gauge(descTasks, n.tasks[i].load(), taskPairs[i])
 		}
-		gauge(descLatency, n.latency.load(), n.name)
-		gauge(descDisagreement, n.disagreement.load(), n.name)
-		gauge(descCopies, n.copies.load(), n.name)
+		gauge(descLatency, n.latency.load())
+		gauge(descDisagreement, n.disagreement.load())
+		gauge(descCopies, n.copies.load())
 	}
+}
+
+// The fixed label pairs, shared by every node and every scrape (client_golang's own
+// const metrics share theirs the same way: the registry only reads them).
+var (
+	verdictPairs = pairs("verdict", verdictNames[:])
+	probePairs   = pairs("probe", probeNames[:])
+	reasonPairs  = func() []*dto.LabelPair {
+		names := make([]string, len(reasonNames))
+		for i, r := range reasonNames {
+			names[i] = string(r)
+		}
+		return pairs("reason", names)
+	}()
+	queuePairs = pairs("queue", queueNames[:])
+	taskPairs  = pairs("type", taskNames[:])
+)
+
+func pairs(name string, values []string) []*dto.LabelPair {
+	out := make([]*dto.LabelPair, len(values))
+	for i := range values {
+		out[i] = &dto.LabelPair{Name: &name, Value: &values[i]}
+	}
+	return out
+}
+
+// sample is one gauge or counter sample, in one allocation. Its labels are node's pair
+// then more, which must follow in label-name order (node < probe < reason, ...).
+type sample struct {
+	desc    *prometheus.Desc
+	labels  [3]*dto.LabelPair
+	n       int
+	counter bool
+	value   float64
+	g       dto.Gauge
+	c       dto.Counter
+}
+
+func newSample(d *prometheus.Desc, counter bool, v float64, node *dto.LabelPair, more []*dto.LabelPair) *sample {
+	s := &sample{desc: d, counter: counter, value: v, n: 1 + len(more)}
+	s.labels[0] = node
+	copy(s.labels[1:], more)
+	return s
+}
+
+func (s *sample) Desc() *prometheus.Desc { return s.desc }
+
+func (s *sample) Write(out *dto.Metric) error {
+	out.Label = s.labels[:s.n]
+	if s.counter {
+		s.c.Value = &s.value
+		out.Counter = &s.c
+	} else {
+		s.g.Value = &s.value
+		out.Gauge = &s.g
+	}
+	return nil
 }
 
 // initNode adds a node's series and returns them.
 func (m *Metrics) initNode(node string) *nodeMetrics {
-	nm := &nodeMetrics{name: node}
+	name := "node"
+	nm := &nodeMetrics{label: &dto.LabelPair{Name: &name, Value: &node}}
 	m.mu.Lock()
 	m.nodes = append(slices.Clip(m.nodes), nm) // Collect may hold the old slice
 	m.mu.Unlock()
@@ -164,7 +222,7 @@ func (m *Metrics) initNode(node string) *nodeMetrics {
 
 // nodeMetrics is one node's series.
 type nodeMetrics struct {
-	name string
+	label *dto.LabelPair // node="<name>"
 
 	up, latency, score, runQueue, dirtyCPU, osProcs, disagreement, copies afloat
 	queues                                                                [len(queueNames)]afloat
@@ -237,15 +295,37 @@ func (h *histogram) observe(v float64) {
 	h.sum.add(v)
 }
 
-// metric is the histogram as a sample; its count is the sum of its buckets, so the two
-// agree even while observations land during a scrape.
-func (h *histogram) metric(labels ...string) prometheus.Metric {
-	buckets := make(map[float64]uint64, len(durationBuckets))
+// sample is the histogram as a sample, in one allocation; its count is the sum of its
+// buckets, so the two agree even while observations land during a scrape.
+func (h *histogram) sample(node, probe *dto.LabelPair) prometheus.Metric {
+	s := &histSample{labels: [2]*dto.LabelPair{node, probe}}
 	var cum uint64
-	for i, le := range durationBuckets {
+	for i := range durationBuckets {
 		cum += h.counts[i].Load()
-		buckets[le] = cum
+		s.counts[i] = cum
+		s.buckets[i] = dto.Bucket{UpperBound: &durationBuckets[i], CumulativeCount: &s.counts[i]}
+		s.bptrs[i] = &s.buckets[i]
 	}
-	cum += h.counts[len(durationBuckets)].Load()
-	return prometheus.MustNewConstHistogram(descDuration, cum, h.sum.load(), buckets, labels...)
+	s.count = cum + h.counts[len(durationBuckets)].Load()
+	s.sum = h.sum.load()
+	s.h = dto.Histogram{SampleCount: &s.count, SampleSum: &s.sum, Bucket: s.bptrs[:]}
+	return s
+}
+
+type histSample struct {
+	labels  [2]*dto.LabelPair
+	h       dto.Histogram
+	buckets [len(durationBuckets)]dto.Bucket
+	bptrs   [len(durationBuckets)]*dto.Bucket
+	counts  [len(durationBuckets)]uint64
+	count   uint64
+	sum     float64
+}
+
+func (s *histSample) Desc() *prometheus.Desc { return descDuration }
+
+func (s *histSample) Write(out *dto.Metric) error {
+	out.Label = s.labels[:]
+	out.Histogram = &s.h
+	return nil
 }
