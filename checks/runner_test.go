@@ -4,8 +4,11 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -196,5 +199,40 @@ func TestRunnerHeldConnectionNoticesCrash(t *testing.T) {
 	s := e.waitFor(t, "node 1 down", func(s []Status) bool { return s[0].Verdict == Down })
 	if s[0].Reason != string(couch.ReasonRefused) {
 		t.Errorf("reason %q, want refused", s[0].Reason)
+	}
+}
+
+// A node (or a proxy in front of it) that closes every idle connection at once must not
+// be probed in a tight loop: an early close buys at most one extra probe per interval.
+func TestRunnerIdleClosesDoNotSpin(t *testing.T) {
+	var requests atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		requests.Add(1)
+		_, _ = w.Write([]byte(`{"status":"ok"}`))
+	}))
+	srv.Config.IdleTimeout = time.Millisecond
+	srv.Start()
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	node, err := couch.NewNode(couch.Target{Name: "idle-closer", URL: u}, couch.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig()
+	cfg.Interval, cfg.FastInterval = 100*time.Millisecond, 50*time.Millisecond
+	cfg.SystemInterval, cfg.MembershipInterval = time.Hour, time.Hour
+	r := NewRunner(cfg, []*couch.Node{node}, slog.New(slog.NewTextHandler(io.Discard, nil)), NewMetrics(prometheus.NewRegistry()), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = r.Run(ctx)
+	// Scheduled probes: at most 2 s / 50 ms = 40 (the fast interval covers the rise);
+	// the early ones add at most one per 100 ms interval: 20 more.
+	if got := requests.Load(); got > 60 {
+		t.Fatalf("%d probes in 2 s against a node that closes idle connections at once: spinning", got)
+	} else if got < 10 {
+		t.Fatalf("%d probes in 2 s: want the regular schedule", got)
+	}
+	if s := r.Snapshot()[0]; s.Verdict != Up {
+		t.Fatalf("verdict %s (%s), want up: an idle close is not a failure", s.Verdict, s.Reason)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -173,4 +175,43 @@ func TestWireTLS(t *testing.T) {
 
 func tlsConfig(roots *x509.CertPool) *tls.Config {
 	return &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+}
+
+// CouchDB re-issues the session cookie part-way through its life; the next calls must
+// carry the new one, without a new login.
+func TestWireKeepsAReissuedCookie(t *testing.T) {
+	var logins atomic.Int64
+	var seen []string
+	var mu sync.Mutex
+	s := newUpServer(t, false, 0, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/_session" {
+			logins.Add(1)
+			http.SetCookie(w, &http.Cookie{Name: "AuthSession", Value: "first", Path: "/"})
+			_, _ = w.Write([]byte(`{"ok":true}`))
+			return
+		}
+		ck, err := r.Cookie("AuthSession")
+		if err != nil {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		mu.Lock()
+		seen = append(seen, ck.Value)
+		mu.Unlock()
+		if ck.Value == "first" {
+			http.SetCookie(w, &http.Cookie{Name: "AuthSession", Value: "second", Path: "/"})
+		}
+		_, _ = w.Write([]byte(`{"status":"ok"}`))
+	})
+	n := nodeFor(t, s.URL, couch.Options{User: "medic", Password: "pw"})
+	for range 3 {
+		if _, err := n.Up(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := strings.Join(seen, ","); got != "first,second,second" || logins.Load() != 1 {
+		t.Fatalf("cookies sent %s with %d logins, want first,second,second with 1", got, logins.Load())
+	}
 }

@@ -225,6 +225,9 @@ func (a *app) close() {
 	if a.rt != nil {
 		_ = a.rt.Close()
 	}
+	for _, n := range a.nodes {
+		n.Close()
+	}
 }
 
 func (a *app) run(ctx context.Context, httpLn, agentLn net.Listener) error {
