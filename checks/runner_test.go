@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -55,36 +54,15 @@ func startRunner(t *testing.T, cfg Config) *runnerEnv {
 	return &runnerEnv{cluster: cl, runner: r, reg: reg}
 }
 
-// metric returns the value of the gauge or counter name whose label values are values
-// (in the order of the label names, sorted), from a real gather of the registry.
-func (e *runnerEnv) metric(t *testing.T, name string, values ...string) float64 {
+// sample returns one gauge or counter sample, series as scrape writes it, from a real
+// gather of the registry.
+func (e *runnerEnv) sample(t *testing.T, series string) float64 {
 	t.Helper()
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	v, ok := scrape(t, e.reg)[series]
+	if !ok {
+		t.Fatalf("no %s", series)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			got := make([]string, 0, len(m.GetLabel()))
-			for _, lp := range m.GetLabel() {
-				got = append(got, lp.GetValue())
-			}
-			if !slices.Equal(got, values) {
-				continue
-			}
-			switch {
-			case m.GetGauge() != nil:
-				return m.GetGauge().GetValue()
-			case m.GetCounter() != nil:
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	t.Fatalf("no %s%q", name, values)
-	return 0
+	return v
 }
 
 // waitFor waits for cond on the snapshot, waking on verdict changes and re-checking on a
@@ -150,16 +128,16 @@ func TestRunnerVerdicts(t *testing.T) {
 	if s[1].ScoreSignal != "run_queue" || s[1].Score < 0.8 {
 		t.Errorf("degraded status %+v", s[1])
 	}
-	if got := e.metric(t, "couchwatch_node_run_queue", n2.Addr()); got < 20 {
+	if got := e.sample(t, `couchwatch_node_run_queue{node="`+n2.Addr()+`"}`); got < 20 {
 		t.Errorf("run_queue metric %v", got)
 	}
 	n2.SetLoad(0)
 	e.waitFor(t, "all up again", all(Up))
 
-	if got := e.metric(t, "couchwatch_node_verdict", n2.Addr(), "up"); got != 1 {
+	if got := e.sample(t, `couchwatch_node_verdict{node="`+n2.Addr()+`",verdict="up"}`); got != 1 {
 		t.Errorf("verdict{up} = %v", got)
 	}
-	if got := e.metric(t, "couchwatch_node_transitions_total", n2.Addr(), "down"); got != 1 {
+	if got := e.sample(t, `couchwatch_node_transitions_total{node="`+n2.Addr()+`",verdict="down"}`); got != 1 {
 		t.Errorf("transitions{down} = %v, want 1", got)
 	}
 }
@@ -179,7 +157,7 @@ func TestRunnerMembership(t *testing.T) {
 	if e.runner.ClusterN() != 3 {
 		t.Errorf("cluster n = %d, want 3", e.runner.ClusterN())
 	}
-	if got := e.metric(t, "couchwatch_node_shard_copies_after_loss", e.cluster.Nodes()[0].Addr()); got != 2 {
+	if got := e.sample(t, `couchwatch_node_shard_copies_after_loss{node="`+e.cluster.Nodes()[0].Addr()+`"}`); got != 2 {
 		t.Errorf("shard copies after loss = %v, want 2", got)
 	}
 	e.cluster.SetMissingFromPeers(2, false)

@@ -22,11 +22,7 @@ func ParseUp(status int, r io.Reader) (Up, error) {
 	if status != http.StatusOK && status != http.StatusNotFound {
 		return Up{}, statusError("up", status, r)
 	}
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return Up{}, malformed("up", err)
-	}
-	return parseUp(status, b)
+	return parseReader(r, "up", func(b []byte) (Up, error) { return parseUp(status, b) })
 }
 
 func parseUp(status int, b []byte) (Up, error) {
@@ -85,11 +81,7 @@ func parseUp(status int, b []byte) (Up, error) {
 
 // ParseMembership parses a 200 /_membership reply. Both lists must be present.
 func ParseMembership(r io.Reader) (Membership, error) {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return Membership{}, malformed("membership", err)
-	}
-	return parseMembership(b)
+	return parseReader(r, "membership", parseMembership)
 }
 
 // parseMembership parses b. With N nodes every reply holds 2N names and every node is
@@ -161,11 +153,17 @@ func checkMembership(m Membership) error {
 // ({"count","min","max","50","90","99"}, empty when idle) stored as "<name>_p99" and
 // "<name>_max". Values of any other shape are ignored.
 func ParseSystem(r io.Reader) (System, error) {
+	return parseReader(r, "system", parseSystem)
+}
+
+// parseReader reads r whole and parses it: the parsers work in place on the bytes.
+func parseReader[T any](r io.Reader, op string, parse func([]byte) (T, error)) (T, error) {
 	b, err := io.ReadAll(r)
 	if err != nil {
-		return System{}, malformed("system", err)
+		var zero T
+		return zero, malformed(op, err)
 	}
-	return parseSystem(b)
+	return parse(b)
 }
 
 func parseSystem(b []byte) (System, error) {
