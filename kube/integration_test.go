@@ -360,6 +360,9 @@ func TestLeaderChangeMidFlag(t *testing.T) {
 
 	degrade(clk, cfgA, c, both, 0)
 	waitFlag(t, cs, c.nodes[0], "flagged")
+	// The Event follows the taint; stopping the leader between the two cancels it
+	// (nothing is written after the lease is given up), so wait for it.
+	waitEvents(t, cs, "default", "Node", c.nodes[0], kube.EventFlagged, 1)
 	if b.ctl.IsLeader() {
 		t.Fatal("two leaders")
 	}
