@@ -104,8 +104,8 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect implements prometheus.Collector: every node's series, created from the
-// node's first probe on so that dashboards and alerts see zeros, not absent series.
+// Collect implements prometheus.Collector: every node's series, present from the
+// node's registration on so that dashboards and alerts see zeros, not absent series.
 // Failures of the liveness probe are exported at 0 for every reason; those of the
 // slower probes appear on their first failure (8 reasons x 4 probes per node adds up
 // at 300 nodes).

@@ -356,16 +356,18 @@ func (r *Runner) membershipPass(ctx context.Context) {
 		names[i] = rn.status.ErlangName
 	}
 	r.mu.Unlock()
-	r.forEach(ctx, func(i int, rn *runNode) {
-		if names[i] != "" {
-			return
-		}
-		pctx, cancel := context.WithTimeout(ctx, r.cfg.SystemTimeout)
-		defer cancel()
-		if got, err := rn.n.LocalName(pctx); err == nil {
-			names[i] = got
-		}
-	})
+	if slices.Contains(names, "") {
+		r.forEach(ctx, func(i int, rn *runNode) {
+			if names[i] != "" {
+				return
+			}
+			pctx, cancel := context.WithTimeout(ctx, r.cfg.SystemTimeout)
+			defer cancel()
+			if got, err := rn.n.LocalName(pctx); err == nil {
+				names[i] = got
+			}
+		})
+	}
 	index := make(map[string]int, len(names))
 	for i, name := range names {
 		if name != "" {

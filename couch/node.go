@@ -87,7 +87,7 @@ func NewNode(t Target, opt Options) (*Node, error) {
 		}
 	}
 	var rt http.RoundTripper = &capTransport{base: newTransport(tlsConf), max: opt.MaxBody}
-	w := &wire{node: name, addr: base.Host, host: hostHeader(base.Scheme, base.Host), tls: tlsConf,
+	w := &wire{addr: base.Host, host: hostHeader(base.Scheme, base.Host), tls: tlsConf,
 		dialer: net.Dialer{KeepAlive: defaultKeepAlive}, max: opt.MaxBody}
 	if opt.User != "" {
 		s, err := newSession(rt, w, name, opt.User, opt.Password, opt.Timeout)

@@ -105,11 +105,22 @@ func (s *session) refresh(resp *http.Response) {
 	if resp.StatusCode >= 300 {
 		return
 	}
+	if c := authCookie(resp); c != "" {
+		s.keep(c)
+	}
+}
+
+// authCookie is the AuthSession value resp sets, "" if none.
+func authCookie(resp *http.Response) string {
+	if len(resp.Header["Set-Cookie"]) == 0 {
+		return "" // the usual case: no parse, no allocation
+	}
 	for _, c := range resp.Cookies() {
 		if c.Name == sessionCookie && c.Value != "" {
-			s.keep(c.Value)
+			return c.Value
 		}
 	}
+	return ""
 }
 
 // keep replaces the current cookie with a re-issued one (not after a logout).

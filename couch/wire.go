@@ -27,7 +27,6 @@ import (
 // crash (the peer's kernel closing the connection) is seen at once, with no extra
 // connection or goroutine per node.
 type wire struct {
-	node   string
 	addr   string      // host:port to dial
 	host   string      // Host header
 	tls    *tls.Config // nil: plain HTTP
@@ -59,10 +58,6 @@ func (c *wconn) close() { _ = c.nc.Close() }
 
 // aLongTimeAgo is a deadline in the past: it wakes a blocked read or write at once.
 var aLongTimeAgo = time.Unix(1, 0)
-
-// errUnexpectedData is bytes from the node on an idle connection: CouchDB never speaks
-// first, so the connection is out of step and is closed.
-var errUnexpectedData = errors.New("unsolicited bytes on an idle connection")
 
 func (w *wire) dial(ctx context.Context) (*wconn, error) {
 	nc, err := w.dialer.DialContext(ctx, "tcp", w.addr)
@@ -233,28 +228,21 @@ func (w *wire) exchange(ctx context.Context, c *wconn, req wreq) (rep wrep, keep
 		return wrep{}, false, err
 	}
 	defer resp.Body.Close()
-	if resp.ContentLength > w.max {
-		return wrep{}, false, fmt.Errorf("%w: Content-Length %d > %d", errTooLarge, resp.ContentLength, w.max)
-	}
 	body, err := readBody(resp, w.max)
 	if err != nil {
 		return wrep{}, false, err
 	}
-	rep = wrep{status: resp.StatusCode, body: body}
-	if len(resp.Header["Set-Cookie"]) > 0 {
-		for _, ck := range resp.Cookies() {
-			if ck.Name == sessionCookie && ck.Value != "" {
-				rep.cookie = ck.Value
-			}
-		}
-	}
-	return rep, !resp.Close, nil
+	return wrep{status: resp.StatusCode, body: body, cookie: authCookie(resp)}, !resp.Close, nil
 }
 
 // readBody reads the whole body, at most max bytes: in one allocation when the length
 // is announced.
 func readBody(resp *http.Response, max int64) ([]byte, error) {
-	if n := resp.ContentLength; n >= 0 {
+	n := resp.ContentLength
+	if n > max {
+		return nil, fmt.Errorf("%w: Content-Length %d > %d", errTooLarge, n, max)
+	}
+	if n >= 0 {
 		body := make([]byte, n)
 		if _, err := io.ReadFull(resp.Body, body); err != nil {
 			if errors.Is(err, io.EOF) {
@@ -328,7 +316,7 @@ func (w *wire) watch(ctx context.Context, d time.Duration, timeout time.Duration
 	var ne net.Error
 	switch {
 	case err == nil:
-		c.close() // out of step: see errUnexpectedData
+		c.close() // bytes on an idle connection: CouchDB never speaks first, so it is out of step
 		return true
 	case errors.As(err, &ne) && ne.Timeout():
 		// The usual end: d passed (or ctx ended) with the connection still open.
