@@ -71,6 +71,16 @@ type Status struct {
 	ErlangName   string   // from /_node/_local
 	Disagreement bool     // answers /_up but missing from a peer's all_nodes
 	MissingFrom  []string // the peers (Erlang names) that do not list it
+
+	// The auth-coupled hang (DESIGN.md §5): when authenticated probes time out, an
+	// unauthenticated request tells a silent node from one whose authentication waits on
+	// a hung peer (it still answers 401 at once).
+	Silent      bool // authenticated and unauthenticated requests both got no answer
+	AuthBlocked bool // authenticated requests time out, an unauthenticated one answers 401 fast
+
+	// DataUnavailable: the node's shards cannot be read by the cluster (n=1 and the node
+	// is down, hung, or in maintenance_mode = true rather than nolb).
+	DataUnavailable bool
 }
 
 // Runner probes every node on its own schedule and keeps one Status per node.
