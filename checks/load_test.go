@@ -1,8 +1,7 @@
 package checks
 
 import (
-	"os"
-	"path/filepath"
+	"bytes"
 	"strings"
 	"testing"
 	"time"
@@ -18,12 +17,11 @@ func defaultLoad() LoadConfig {
 
 func readSystem(t *testing.T, name string) *couch.System {
 	t.Helper()
-	f, err := os.Open(filepath.Join("testdata", name))
+	b, err := couch.Recorded(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	s, err := couch.ParseSystem(f)
+	s, err := couch.ParseSystem(bytes.NewReader(b))
 	if err != nil {
 		t.Fatalf("parse %s: %v", name, err)
 	}
@@ -32,12 +30,11 @@ func readSystem(t *testing.T, name string) *couch.System {
 
 func readTasks(t *testing.T, name string) []couch.ActiveTask {
 	t.Helper()
-	f, err := os.Open(filepath.Join("testdata", name))
+	b, err := couch.Recorded(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	tasks, err := couch.ParseActiveTasks(f)
+	tasks, err := couch.ParseActiveTasks(bytes.NewReader(b))
 	if err != nil {
 		t.Fatalf("parse %s: %v", name, err)
 	}

@@ -16,8 +16,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -32,7 +30,7 @@ import (
 
 func fixture(tb testing.TB, name string) []byte {
 	tb.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "couch", "testdata", name))
+	b, err := couch.Recorded(name)
 	if err != nil {
 		tb.Fatal(err)
 	}

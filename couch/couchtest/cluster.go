@@ -2,18 +2,17 @@
 // benchmarks and demos, in the spirit of net/http/httptest.
 //
 // Each node is a real HTTP server on its own port that answers with the bodies and
-// headers recorded from CouchDB 3.4.3 (see testdata/), with node names adjusted to
-// couchdbN@127.0.0.1, and enforces require_valid_user: everything but POST /_session
-// needs Basic auth or a valid AuthSession cookie. Nodes can crash (Stop: connections
-// reset, port refused), hang (Hang: TCP accepted, nothing answered, until Resume),
-// fail (SetFault), slow down (SetLatency, SetLatencyPerInflight), enter maintenance
+// headers recorded from CouchDB 3.4.3 (couch/testdata, read through couch.Recorded), with
+// node names adjusted to couchdbN@127.0.0.1, and enforces require_valid_user: everything
+// but POST /_session needs Basic auth or a valid AuthSession cookie. Nodes can crash (Stop:
+// connections reset, port refused), hang (Hang: TCP accepted, nothing answered, until
+// Resume), fail (SetFault), slow down (SetLatency, SetLatencyPerInflight), enter maintenance
 // (SetMaintenance), look loaded (SetLoad) and vanish from their peers' membership
 // (Cluster.SetMissingFromPeers). Any other path is a "data request" answered with a
 // small JSON body naming the node, so load can be sent through HAProxy.
 package couchtest
 
 import (
-	"embed"
 	"fmt"
 	"net"
 	"strconv"
@@ -22,9 +21,6 @@ import (
 	"testing"
 	"time"
 )
-
-//go:embed testdata/*.json
-var fixtures embed.FS
 
 // Defaults of Options.
 const (

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/medic/couchwatch/couch"
 )
 
 // Fault makes a node answer badly (every request but POST /_session).
@@ -265,7 +267,7 @@ func (n *Node) Load() float64 {
 // SetActiveTasks makes /_active_tasks answer one of the recorded replies: "idle"
 // (empty), "view_build", "db_compaction" or "replication".
 func (n *Node) SetActiveTasks(name string) error {
-	body, err := fixtures.ReadFile("testdata/active_tasks_" + name + ".json")
+	body, err := couch.Recorded("active_tasks_" + name + ".json")
 	if err != nil {
 		return fmt.Errorf("active tasks %q: want idle, view_build, db_compaction or replication", name)
 	}

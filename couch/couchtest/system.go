@@ -7,6 +7,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/medic/couchwatch/couch"
 )
 
 // systemFixtures holds the idle and loaded _system replies of node1, decoded.
@@ -19,10 +21,10 @@ type systemFixtures struct {
 func loadSystemFixtures() (systemFixtures, error) {
 	var s systemFixtures
 	var err error
-	if s.idleRaw, err = fixtures.ReadFile("testdata/system_idle.json"); err != nil {
+	if s.idleRaw, err = couch.Recorded("system_idle.json"); err != nil {
 		return s, fmt.Errorf("couchtest: %w", err)
 	}
-	if s.loadRaw, err = fixtures.ReadFile("testdata/system_under_load.json"); err != nil {
+	if s.loadRaw, err = couch.Recorded("system_under_load.json"); err != nil {
 		return s, fmt.Errorf("couchtest: %w", err)
 	}
 	if s.idle, err = decodeObject(s.idleRaw); err != nil {
