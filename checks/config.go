@@ -9,32 +9,34 @@ import (
 // Config sets how often and how hard nodes are probed. Field tags carry the environment
 // variables and defaults; cmd/couchwatch loads them with go-envconfig.
 type Config struct {
-	Interval           time.Duration `env:"COUCHWATCH_PROBE_INTERVAL, default=500ms"`
-	Timeout            time.Duration `env:"COUCHWATCH_PROBE_TIMEOUT, default=500ms"`
-	FastInterval       time.Duration `env:"COUCHWATCH_PROBE_FAST_INTERVAL, default=100ms"`
-	Rise               int           `env:"COUCHWATCH_RISE, default=2"`
-	Fall               int           `env:"COUCHWATCH_FALL, default=2"`
-	Hold               bool          `env:"COUCHWATCH_HOLD_CONNECTION, default=true"`
-	SystemInterval     time.Duration `env:"COUCHWATCH_SYSTEM_INTERVAL, default=5s"`
-	SystemTimeout      time.Duration `env:"COUCHWATCH_SYSTEM_TIMEOUT, default=2s"`
-	MembershipInterval time.Duration `env:"COUCHWATCH_MEMBERSHIP_INTERVAL, default=5s"`
+	Interval           time.Duration `env:"COUCHWATCH_PROBE_INTERVAL, default=500ms" desc:"interval between /_up probes of a node"`
+	Timeout            time.Duration `env:"COUCHWATCH_PROBE_TIMEOUT, default=500ms" desc:"deadline of one /_up probe (a hung node is detected within it)"`
+	FastInterval       time.Duration `env:"COUCHWATCH_PROBE_FAST_INTERVAL, default=100ms" desc:"interval between probes while a node changes state (like HAProxy's fastinter)"`
+	Rise               int           `env:"COUCHWATCH_RISE, default=2" desc:"consecutive good probes before a node is up"`
+	Fall               int           `env:"COUCHWATCH_FALL, default=2" desc:"consecutive failed probes before a node is down"`
+	Hold               bool          `env:"COUCHWATCH_HOLD_CONNECTION, default=true" desc:"watch the /_up probe's kept-alive connection between probes and re-probe at once when the node closes it (notices a crash in milliseconds)"`
+	SystemInterval     time.Duration `env:"COUCHWATCH_SYSTEM_INTERVAL, default=5s" desc:"interval between saturation samples (_system and _active_tasks)"`
+	SystemTimeout      time.Duration `env:"COUCHWATCH_SYSTEM_TIMEOUT, default=2s" desc:"deadline of saturation and membership calls"`
+	MembershipInterval time.Duration `env:"COUCHWATCH_MEMBERSHIP_INTERVAL, default=5s" desc:"interval between /_membership comparisons"`
 	Load               LoadConfig
 }
 
 // Validate reports every problem at once, each naming its variable.
 func (c Config) Validate() error {
 	var errs []error
-	positive := func(name string, d time.Duration) {
-		if d <= 0 {
-			errs = append(errs, fmt.Errorf("%s must be > 0, got %s", name, d))
+	// Upper bounds catch a slip of the unit (1000000h): a probe that waits longer than a
+	// minute, or an interval of hours, no longer watches anything.
+	within := func(name string, d, most time.Duration) {
+		if d <= 0 || d > most {
+			errs = append(errs, fmt.Errorf("%s must be within (0, %s], got %s", name, fmtDuration(most), d))
 		}
 	}
-	positive("COUCHWATCH_PROBE_INTERVAL", c.Interval)
-	positive("COUCHWATCH_PROBE_TIMEOUT", c.Timeout)
-	positive("COUCHWATCH_PROBE_FAST_INTERVAL", c.FastInterval)
-	positive("COUCHWATCH_SYSTEM_INTERVAL", c.SystemInterval)
-	positive("COUCHWATCH_SYSTEM_TIMEOUT", c.SystemTimeout)
-	positive("COUCHWATCH_MEMBERSHIP_INTERVAL", c.MembershipInterval)
+	within("COUCHWATCH_PROBE_INTERVAL", c.Interval, time.Minute)
+	within("COUCHWATCH_PROBE_TIMEOUT", c.Timeout, time.Minute)
+	within("COUCHWATCH_PROBE_FAST_INTERVAL", c.FastInterval, time.Minute)
+	within("COUCHWATCH_SYSTEM_INTERVAL", c.SystemInterval, time.Hour)
+	within("COUCHWATCH_SYSTEM_TIMEOUT", c.SystemTimeout, time.Minute)
+	within("COUCHWATCH_MEMBERSHIP_INTERVAL", c.MembershipInterval, time.Hour)
 	if c.Rise < 1 || c.Rise > 100 {
 		errs = append(errs, fmt.Errorf("COUCHWATCH_RISE must be 1..100, got %d", c.Rise))
 	}
@@ -45,4 +47,15 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// fmtDuration writes whole minutes and hours as people do ("1m", "1h", not "1m0s").
+func fmtDuration(d time.Duration) string {
+	switch {
+	case d%time.Hour == 0:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	case d%time.Minute == 0:
+		return fmt.Sprintf("%dm", d/time.Minute)
+	}
+	return d.String()
 }

@@ -20,19 +20,19 @@ import (
 // newest sample) because run_queue jumps from 0 to 28 between consecutive samples under
 // load.
 type LoadConfig struct {
-	High       float64       `env:"COUCHWATCH_LOAD_HIGH, default=0.8"`
-	Low        float64       `env:"COUCHWATCH_LOAD_LOW, default=0.5"`
-	Sustain    time.Duration `env:"COUCHWATCH_LOAD_SUSTAIN, default=30s"`
-	Cooldown   time.Duration `env:"COUCHWATCH_LOAD_COOLDOWN, default=60s"`
-	Smoothing  float64       `env:"COUCHWATCH_LOAD_SMOOTHING, default=0.5"`
-	RunQueue   float64       `env:"COUCHWATCH_LOAD_RUN_QUEUE, default=16"`
-	DirtyCPU   float64       `env:"COUCHWATCH_LOAD_RUN_QUEUE_DIRTY_CPU, default=8"`
-	MsgQueue   float64       `env:"COUCHWATCH_LOAD_MESSAGE_QUEUE, default=1000"`
-	CouchFile  float64       `env:"COUCHWATCH_LOAD_COUCH_FILE_P99, default=100"`
-	JSProcs    float64       `env:"COUCHWATCH_JS_PROCESS_LIMIT, default=100"`
-	Tasks      float64       `env:"COUCHWATCH_LOAD_ACTIVE_TASKS, default=16"`
-	Latency    time.Duration `env:"COUCHWATCH_LOAD_LATENCY, default=250ms"`
-	LatencyEWM float64       `env:"COUCHWATCH_LATENCY_SMOOTHING, default=0.3"`
+	High       float64       `env:"COUCHWATCH_LOAD_HIGH, default=0.8" desc:"load score at or above which a node is saturated"`
+	Low        float64       `env:"COUCHWATCH_LOAD_LOW, default=0.5" desc:"load score below which a saturated node has cooled"`
+	Sustain    time.Duration `env:"COUCHWATCH_LOAD_SUSTAIN, default=30s" desc:"time above LOAD_HIGH before a node is Degraded"`
+	Cooldown   time.Duration `env:"COUCHWATCH_LOAD_COOLDOWN, default=60s" desc:"time below LOAD_LOW before a Degraded node is Up again"`
+	Smoothing  float64       `env:"COUCHWATCH_LOAD_SMOOTHING, default=0.5" desc:"weight of the newest sample in the smoothed load score (0-1]"`
+	RunQueue   float64       `env:"COUCHWATCH_LOAD_RUN_QUEUE, default=16" desc:"run_queue at which the run-queue signal saturates"`
+	DirtyCPU   float64       `env:"COUCHWATCH_LOAD_RUN_QUEUE_DIRTY_CPU, default=8" desc:"run_queue_dirty_cpu at which that signal saturates"`
+	MsgQueue   float64       `env:"COUCHWATCH_LOAD_MESSAGE_QUEUE, default=1000" desc:"couch_server/rexi_server/rexi_buffer message queue at which they saturate"`
+	CouchFile  float64       `env:"COUCHWATCH_LOAD_COUCH_FILE_P99, default=100" desc:"couch_file message queue p99 at which it saturates"`
+	JSProcs    float64       `env:"COUCHWATCH_JS_PROCESS_LIMIT, default=100" desc:"CouchDB's JavaScript process limit (query_server_config os_process_limit)"`
+	Tasks      float64       `env:"COUCHWATCH_LOAD_ACTIVE_TASKS, default=16" desc:"active indexers + compactions at which that signal saturates"`
+	Latency    time.Duration `env:"COUCHWATCH_LOAD_LATENCY, default=250ms" desc:"/_up latency EWMA at which the latency signal saturates"`
+	LatencyEWM float64       `env:"COUCHWATCH_LATENCY_SMOOTHING, default=0.3" desc:"weight of the newest /_up latency in its EWMA (0-1]"`
 }
 
 // Validate reports every problem at once.
@@ -61,15 +61,18 @@ func (c LoadConfig) Validate() error {
 		{"COUCHWATCH_JS_PROCESS_LIMIT", c.JSProcs},
 		{"COUCHWATCH_LOAD_ACTIVE_TASKS", c.Tasks},
 	} {
-		if !(p.v > 0) {
-			errs = append(errs, fmt.Errorf("%s must be > 0, got %v", p.name, p.v))
+		if !(p.v > 0) || math.IsInf(p.v, 1) {
+			errs = append(errs, fmt.Errorf("%s must be > 0 and finite, got %v", p.name, p.v))
 		}
 	}
-	if c.Latency <= 0 {
-		errs = append(errs, fmt.Errorf("COUCHWATCH_LOAD_LATENCY must be > 0, got %s", c.Latency))
+	if c.Latency <= 0 || c.Latency > time.Minute {
+		errs = append(errs, fmt.Errorf("COUCHWATCH_LOAD_LATENCY must be within (0, 1m], got %s", c.Latency))
 	}
-	if c.Sustain < 0 || c.Cooldown < 0 {
-		errs = append(errs, errors.New("COUCHWATCH_LOAD_SUSTAIN and COUCHWATCH_LOAD_COOLDOWN must be >= 0"))
+	if c.Sustain < 0 || c.Sustain > time.Hour {
+		errs = append(errs, fmt.Errorf("COUCHWATCH_LOAD_SUSTAIN must be within [0, 1h], got %s", c.Sustain))
+	}
+	if c.Cooldown < 0 || c.Cooldown > time.Hour {
+		errs = append(errs, fmt.Errorf("COUCHWATCH_LOAD_COOLDOWN must be within [0, 1h], got %s", c.Cooldown))
 	}
 	return errors.Join(errs...)
 }

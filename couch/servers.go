@@ -128,6 +128,9 @@ func splitHostPort(s string) (host, port string, err error) {
 	if host == "" {
 		return "", "", fmt.Errorf("%q: empty host", s)
 	}
+	if net.ParseIP(host) == nil && !validHostName(host) {
+		return "", "", fmt.Errorf("%q: bad host name (letters, digits, '-' and '_' between dots)", s)
+	}
 	if port == "" {
 		return host, strconv.Itoa(DefaultPort), nil
 	}
@@ -136,4 +139,25 @@ func splitHostPort(s string) (host, port string, err error) {
 		return "", "", fmt.Errorf("%q: bad port %q (want 1-65535)", s, port)
 	}
 	return host, strconv.Itoa(p), nil
+}
+
+// validHostName reports whether h is a DNS name as resolvers and Kubernetes Services
+// spell them: dot-separated labels of 1-63 letters, digits, '-' or '_' (CHT's
+// couchdb-1.local, couchdb_1), 253 characters at most, a trailing dot allowed.
+func validHostName(h string) bool {
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }

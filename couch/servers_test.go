@@ -59,6 +59,9 @@ func TestParseServersErrors(t *testing.T) {
 		{name: "port too big", list: "a:65536", want: []string{`bad port "65536"`}},
 		{name: "port not a number", list: "http://a:x", want: []string{"entry 1:"}},
 		{name: "scheme", list: "ftp://a", want: []string{`scheme "ftp"`}},
+		{name: "markup in host", list: "<b>x<b>", want: []string{`entry 1: "<b>x<b>": bad host name`}},
+		{name: "markup in url host", list: "http://<b>x<b>:5984", want: []string{"entry 1:"}},
+		{name: "empty label", list: "couchdb..local", want: []string{`entry 1: "couchdb..local": bad host name`}},
 		{name: "all problems at once", list: "a:0,,http://u:p@b,c/d",
 			want: []string{"entry 1:", "entry 2: empty", "entry 3: credentials", "entry 4:"}},
 	}

@@ -5,25 +5,21 @@ import (
 	"fmt"
 	"strings"
 	"time"
-)
 
-// Defaults applied by NewRuntime to zero fields of Config.
-const (
-	DefaultBackend = "couchdb-servers"
-	DefaultTimeout = 2 * time.Second
+	"github.com/medic/couchwatch/internal/envconf"
 )
 
 // Config configures the runtime API client.
 type Config struct {
 	// Socket is the admin socket path (unix only). A "unix@" prefix is accepted;
 	// TCP addresses ("ipv4@", "ipv6@", "tcp", host:port) are rejected.
-	Socket string `env:"COUCHWATCH_HAPROXY_SOCKET"`
-	// Backend is the backend holding the CouchDB servers; default DefaultBackend.
-	Backend string `env:"COUCHWATCH_HAPROXY_BACKEND, default=couchdb-servers"`
+	Socket string `env:"COUCHWATCH_HAPROXY_SOCKET" desc:"HAProxy admin socket (stats socket ... level admin); unset = no runtime steering (agent mode only)"`
+	// Backend is the backend holding the CouchDB servers; zero means the tag's default.
+	Backend string `env:"COUCHWATCH_HAPROXY_BACKEND, default=couchdb-servers" desc:"HAProxy backend holding the CouchDB servers"`
 	// DryRun logs the plan and sends no command.
 	DryRun bool
-	// Timeout bounds one exchange with HAProxy (dial, write, read); default DefaultTimeout.
-	Timeout time.Duration `env:"COUCHWATCH_HAPROXY_TIMEOUT, default=2s"`
+	// Timeout bounds one exchange with HAProxy (dial, write, read); zero means the tag's default.
+	Timeout time.Duration `env:"COUCHWATCH_HAPROXY_TIMEOUT, default=2s" desc:"deadline of one exchange with HAProxy's runtime API"`
 }
 
 // Validate reports every problem at once, each naming its environment variable.
@@ -46,12 +42,17 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// DefaultConfig returns the defaults of the env tags (no socket).
+func DefaultConfig() Config { return envconf.Defaults[Config]() }
+
+// withDefaults fills zero fields from the tags, for callers that build a Config by hand.
 func (c Config) withDefaults() Config {
+	d := DefaultConfig()
 	if c.Backend == "" {
-		c.Backend = DefaultBackend
+		c.Backend = d.Backend
 	}
 	if c.Timeout == 0 {
-		c.Timeout = DefaultTimeout
+		c.Timeout = d.Timeout
 	}
 	return c
 }

@@ -52,7 +52,7 @@ func TestNewRuntimeDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := rt.Config(); c.Backend != DefaultBackend || c.Timeout != DefaultTimeout || rt.path != "/tmp/x.sock" {
+	if c := rt.Config(); c.Backend != "couchdb-servers" || c.Timeout != 2*time.Second || rt.path != "/tmp/x.sock" {
 		t.Fatalf("config = %+v path %q", c, rt.path)
 	}
 	if _, err := NewRuntime(Config{Socket: "ipv4@127.0.0.1:1"}, nil); err == nil {

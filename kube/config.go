@@ -10,6 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/tools/leaderelection"
+
+	"github.com/medic/couchwatch/internal/envconf"
 )
 
 // Modes of Config.Mode.
@@ -26,63 +28,48 @@ const serviceAccountNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccou
 // go-envconfig; defaults live in the tags.
 type Config struct {
 	// Mode is "auto" (on in a cluster or with KUBECONFIG, else off), "on" or "off".
-	Mode string `env:"COUCHWATCH_KUBE, default=auto"`
+	Mode string `env:"COUCHWATCH_KUBE, default=auto" desc:"Kubernetes flagging: auto (on in a cluster or with KUBECONFIG), on, off"`
 	// Kubeconfig is a list of kubeconfig paths, as kubectl reads it.
-	Kubeconfig string `env:"KUBECONFIG"`
+	Kubeconfig string `env:"KUBECONFIG" desc:"kubeconfig path(s) when not running in a cluster"`
 	// Namespace of the CouchDB Services, the Lease and the evictable pods.
 	// Empty means the pod's own namespace, else "default".
-	Namespace string `env:"COUCHWATCH_KUBE_NAMESPACE"`
+	Namespace string `env:"COUCHWATCH_KUBE_NAMESPACE" desc:"namespace of the CouchDB Services, the Lease and evictable pods (default: the pod's own)"`
 	// Prefix of every label, taint and annotation key couchwatch writes.
-	Prefix string `env:"COUCHWATCH_KUBE_PREFIX, default=couchwatch.medic.org"`
+	Prefix string `env:"COUCHWATCH_KUBE_PREFIX, default=couchwatch.medic.org" desc:"prefix of every taint, label and condition couchwatch writes"`
 	// FlagAfter is how long a CouchDB must stay Degraded before its node is flagged.
-	FlagAfter time.Duration `env:"COUCHWATCH_KUBE_FLAG_AFTER, default=2m"`
+	FlagAfter time.Duration `env:"COUCHWATCH_KUBE_FLAG_AFTER, default=2m" desc:"time a CouchDB stays Degraded before its Kubernetes node is flagged"`
 	// ClearBelow is the load score a flagged CouchDB must stay under to be cleared.
-	ClearBelow float64 `env:"COUCHWATCH_KUBE_CLEAR_BELOW, default=0.5"`
+	ClearBelow float64 `env:"COUCHWATCH_KUBE_CLEAR_BELOW, default=0.5" desc:"load score a flagged CouchDB must stay under to be cleared"`
 	// ClearAfter is the cool-down below ClearBelow before a flag is cleared.
-	ClearAfter time.Duration `env:"COUCHWATCH_KUBE_CLEAR_AFTER, default=5m"`
+	ClearAfter time.Duration `env:"COUCHWATCH_KUBE_CLEAR_AFTER, default=5m" desc:"cool-down below KUBE_CLEAR_BELOW before the flags are cleared"`
 	// MaxFlagged caps flagged nodes; never all nodes hosting CouchDB in any case.
-	MaxFlagged int `env:"COUCHWATCH_KUBE_MAX_FLAGGED, default=1"`
-	// DryRun logs intended writes instead of making them.
-	DryRun bool `env:"COUCHWATCH_DRY_RUN"`
+	MaxFlagged int `env:"COUCHWATCH_KUBE_MAX_FLAGGED, default=1" desc:"most Kubernetes nodes flagged at once (never every CouchDB host)"`
+	// DryRun logs intended writes instead of making them (cmd sets it from
+	// COUCHWATCH_DRY_RUN, which also covers HAProxy).
+	DryRun bool
 	// Rebalance enables evicting stateless pods from flagged nodes.
-	Rebalance bool `env:"COUCHWATCH_KUBE_REBALANCE, default=false"`
+	Rebalance bool `env:"COUCHWATCH_KUBE_REBALANCE, default=false" desc:"evict stateless CHT pods from flagged nodes (Eviction API, PDBs hold)"`
 	// EvictSelector selects the pods Rebalance may evict.
-	EvictSelector string `env:"COUCHWATCH_KUBE_EVICT_SELECTOR, default=cht.service in (api, sentinel)"`
+	EvictSelector string `env:"COUCHWATCH_KUBE_EVICT_SELECTOR, default=cht.service in (api, sentinel)" desc:"label selector of the pods rebalance may evict"`
 	// EvictCooldown is the minimum time between two evictions.
-	EvictCooldown time.Duration `env:"COUCHWATCH_KUBE_EVICT_COOLDOWN, default=10m"`
+	EvictCooldown time.Duration `env:"COUCHWATCH_KUBE_EVICT_COOLDOWN, default=10m" desc:"minimum time between two evictions"`
 	// PodSelector finds CouchDB pods when EndpointSlices do not name them: a
 	// pod matches a server when one of the selector's label values equals the
 	// server's Service name (CHT: cht.service=couchdb-1).
-	PodSelector string `env:"COUCHWATCH_KUBE_COUCHDB_SELECTOR, default=cht.service"`
+	PodSelector string `env:"COUCHWATCH_KUBE_COUCHDB_SELECTOR, default=cht.service" desc:"label key whose value names a CouchDB pod's Service (fallback when EndpointSlices do not say)"`
 	// LeaseName is the coordination.k8s.io Lease used for leader election.
-	LeaseName string `env:"COUCHWATCH_KUBE_LEASE, default=couchwatch"`
+	LeaseName string `env:"COUCHWATCH_KUBE_LEASE, default=couchwatch" desc:"Lease used for leader election (only the leader writes to Kubernetes)"`
 	// Identity of this replica in the Lease. Empty means the host name.
-	Identity string `env:"COUCHWATCH_KUBE_IDENTITY, default=$POD_NAME"`
+	Identity string `env:"COUCHWATCH_KUBE_IDENTITY, default=$POD_NAME" desc:"this replica's identity in the Lease (default: POD_NAME, else host name)"`
 
-	LeaseDuration time.Duration `env:"COUCHWATCH_KUBE_LEASE_DURATION, default=15s"`
-	RenewDeadline time.Duration `env:"COUCHWATCH_KUBE_RENEW_DEADLINE, default=10s"`
-	RetryPeriod   time.Duration `env:"COUCHWATCH_KUBE_RETRY_PERIOD, default=2s"`
+	LeaseDuration time.Duration `env:"COUCHWATCH_KUBE_LEASE_DURATION, default=15s" desc:"leader election lease duration"`
+	RenewDeadline time.Duration `env:"COUCHWATCH_KUBE_RENEW_DEADLINE, default=10s" desc:"leader election renew deadline"`
+	RetryPeriod   time.Duration `env:"COUCHWATCH_KUBE_RETRY_PERIOD, default=2s" desc:"leader election retry period"`
 }
 
 // DefaultConfig returns the defaults of the env tags, for callers that do not
-// go through go-envconfig (tests, mostly).
-func DefaultConfig() Config {
-	return Config{
-		Mode:          ModeAuto,
-		Prefix:        "couchwatch.medic.org",
-		FlagAfter:     2 * time.Minute,
-		ClearBelow:    0.5,
-		ClearAfter:    5 * time.Minute,
-		MaxFlagged:    1,
-		EvictSelector: "cht.service in (api, sentinel)",
-		EvictCooldown: 10 * time.Minute,
-		PodSelector:   "cht.service",
-		LeaseName:     "couchwatch",
-		LeaseDuration: 15 * time.Second,
-		RenewDeadline: 10 * time.Second,
-		RetryPeriod:   2 * time.Second,
-	}
-}
+// read an environment (tests, mostly).
+func DefaultConfig() Config { return envconf.Defaults[Config]() }
 
 // Validate reports every problem at once, each naming its variable.
 func (c Config) Validate() error {

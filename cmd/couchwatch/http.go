@@ -88,7 +88,7 @@ func (a *app) status() statusView {
 	a.mu.Lock()
 	last := a.last
 	a.mu.Unlock()
-	v := statusView{Mode: "agent", Backend: a.cfg.HAProxyBackend, FailOpen: last.dec.FailOpen, Unmapped: last.unmapped, Unwatched: last.unwatched,
+	v := statusView{Mode: "agent", Backend: a.cfg.HAProxy.Backend, FailOpen: last.dec.FailOpen, Unmapped: last.unmapped, Unwatched: last.unwatched,
 		ClusterN: a.runner.ClusterN()}
 	if a.rt != nil {
 		v.Mode = "runtime"

@@ -46,6 +46,7 @@ func run(ctx context.Context, args []string, env envconfig.Lookuper, stdout, std
 	fs.SetOutput(stderr)
 	checkOnly := fs.Bool("check-config", false, "validate the configuration and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	helpMarkdown := fs.Bool("help-markdown", false, "print docs/config.md (every variable, as Markdown) and exit")
 	fs.Usage = func() {} // help is printed below, once, to the right stream
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -55,14 +56,15 @@ func run(ctx context.Context, args []string, env envconfig.Lookuper, stdout, std
 		printHelp(stderr)
 		return 2
 	}
+	if *helpMarkdown {
+		fmt.Fprint(stdout, configDoc())
+		return 0
+	}
 	if *showVersion {
 		fmt.Fprintf(stdout, "couchwatch %s (%s, %s)\n", version, revision, runtime.Version())
 		return 0
 	}
 	cfg, err := loadConfig(ctx, env)
-	if err == nil {
-		err = cfg.Validate()
-	}
 	if err != nil {
 		fmt.Fprintf(stderr, "couchwatch: invalid configuration:\n%s\n", indent(err.Error()))
 		return 2
@@ -113,7 +115,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 	}
 	log.Info("couchwatch starting", "version", version, "config", cfg, "http", httpLn.Addr().String(),
-		"runtime_api", cfg.HAProxySocket != "", "kube", a.kube != nil)
+		"runtime_api", cfg.HAProxy.Socket != "", "kube", a.kube != nil)
 	return a.run(ctx, httpLn, agentLn)
 }
 
@@ -159,7 +161,7 @@ func newApp(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*app, error
 	if err != nil {
 		return nil, fmt.Errorf("COUCHDB_SERVERS: %w", err)
 	}
-	explMap, err := parseServerMap(cfg.ServerMap)
+	explMap, err := parseServerMap(cfg.ServerMap, targets)
 	if err != nil {
 		return nil, fmt.Errorf("COUCHWATCH_SERVER_MAP: %w", err)
 	}
@@ -190,8 +192,8 @@ func newApp(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*app, error
 	a.runner = checks.NewRunner(cfg.Checks, a.nodes, log, checks.NewMetrics(reg), nil)
 
 	a.hm = haproxy.NewMetrics(reg)
-	if cfg.HAProxySocket != "" {
-		a.rt, err = haproxy.NewRuntime(cfg.haproxyConfig(), log)
+	if cfg.HAProxy.Socket != "" {
+		a.rt, err = haproxy.NewRuntime(cfg.HAProxy, log)
 		if err != nil {
 			return nil, fmt.Errorf("haproxy runtime: %w", err)
 		}
@@ -307,7 +309,7 @@ func (a *app) loop(ctx context.Context) {
 		case err != nil:
 			backoff = min(max(2*backoff, a.cfg.Reconcile/2), 30*time.Second)
 			retryAt = time.Now().Add(backoff)
-			a.log.Warn("haproxy runtime api pass failed", "backend", a.cfg.HAProxyBackend, "err", err, "retry_in", backoff)
+			a.log.Warn("haproxy runtime api pass failed", "backend", a.cfg.HAProxy.Backend, "err", err, "retry_in", backoff)
 		default:
 			backoff, retryAt = 0, time.Time{}
 		}

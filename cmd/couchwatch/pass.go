@@ -32,8 +32,8 @@ func (a *app) pass(ctx context.Context, useRuntime bool) error {
 		// Agent mode: no runtime API. HAProxy's servers are assumed ready; Plan still
 		// applies the safety rules, so agent replies never take the last server out.
 		ps.servers, ps.unmapped = mapServers(ctx, a.targets, a.explMap, nil)
-		ps.dec, ps.pstate = decide(a.policyConfig(), a.cfg.HAProxyBackend, statuses, ps.servers, nil, prev.pstate, now)
-		obs := assumedObserved(a.cfg.HAProxyBackend, ps.servers)
+		ps.dec, ps.pstate = decide(a.policyConfig(), a.cfg.HAProxy.Backend, statuses, ps.servers, nil, prev.pstate, now)
+		obs := assumedObserved(a.cfg.HAProxy.Backend, ps.servers)
 		_, skips := haproxy.Plan(ps.dec.Desired, obs, budget)
 		ps.effective = effective(ps.dec.Desired, obs, skips)
 	case !useRuntime:
@@ -44,7 +44,7 @@ func (a *app) pass(ctx context.Context, useRuntime bool) error {
 		res, err := a.rec.ReconcileWith(ctx, func(obs haproxy.Observed) haproxy.Desired {
 			ps.servers, ps.unmapped = mapServers(ctx, a.targets, a.explMap, &obs)
 			ps.unwatched = unwatched(obs, ps.servers)
-			ps.dec, ps.pstate = decide(a.policyConfig(), a.cfg.HAProxyBackend, statuses, ps.servers, &obs, prev.pstate, now)
+			ps.dec, ps.pstate = decide(a.policyConfig(), a.cfg.HAProxy.Backend, statuses, ps.servers, &obs, prev.pstate, now)
 			return ps.dec.Desired
 		})
 		if err != nil {
@@ -58,19 +58,19 @@ func (a *app) pass(ctx context.Context, useRuntime bool) error {
 	}
 
 	if !slices.Equal(ps.unmapped, prev.unmapped) && len(ps.unmapped) > 0 {
-		a.log.Warn("couchdb nodes without a haproxy server", "backend", a.cfg.HAProxyBackend, "nodes", strings.Join(ps.unmapped, ","),
+		a.log.Warn("couchdb nodes without a haproxy server", "backend", a.cfg.HAProxy.Backend, "nodes", strings.Join(ps.unmapped, ","),
 			"reason", "no server with that name or address:port; set COUCHWATCH_SERVER_MAP")
 	}
 	if !slices.Equal(ps.unwatched, prev.unwatched) && len(ps.unwatched) > 0 {
-		a.log.Warn("haproxy servers without a couchdb node: left alone", "backend", a.cfg.HAProxyBackend,
+		a.log.Warn("haproxy servers without a couchdb node: left alone", "backend", a.cfg.HAProxy.Backend,
 			"servers", strings.Join(ps.unwatched, ","), "reason", "not in COUCHDB_SERVERS by name or address:port")
 	}
 	if ps.dec.FailOpen && !prev.dec.FailOpen {
 		a.failOpenTotal.Inc()
 		a.log.Error("fail open: every couchdb node looks bad at once; handing every server back to haproxy",
-			"backend", a.cfg.HAProxyBackend, "reason", "more likely couchwatch's own view (network, credentials) than the whole cluster")
+			"backend", a.cfg.HAProxy.Backend, "reason", "more likely couchwatch's own view (network, credentials) than the whole cluster")
 	} else if !ps.dec.FailOpen && prev.dec.FailOpen {
-		a.log.Warn("fail open ended", "backend", a.cfg.HAProxyBackend)
+		a.log.Warn("fail open ended", "backend", a.cfg.HAProxy.Backend)
 	}
 	a.failOpen.Set(b2f(ps.dec.FailOpen))
 	a.budgetExhausted.Set(b2f(ps.dec.BudgetExhausted))

@@ -13,13 +13,13 @@ import (
 
 // PolicyConfig sets how verdicts become HAProxy states and weights.
 type PolicyConfig struct {
-	Weights       bool          `env:"COUCHWATCH_WEIGHTS, default=true"`
-	WeightMax     int           `env:"COUCHWATCH_WEIGHT_MAX, default=100"`
-	WeightMin     int           `env:"COUCHWATCH_WEIGHT_MIN, default=10"`
-	WeightStep    int           `env:"COUCHWATCH_WEIGHT_STEP, default=20"`
-	SlowStart     time.Duration `env:"COUCHWATCH_SLOWSTART, default=30s"`
-	MaxLoadDrains int           `env:"COUCHWATCH_MAX_LOAD_DRAINS, default=1"`
-	MinReady      int           `env:"COUCHWATCH_MIN_READY, default=1"`
+	Weights       bool          `env:"COUCHWATCH_WEIGHTS, default=true" desc:"steer load with HAProxy weights from the load score"`
+	WeightMax     int           `env:"COUCHWATCH_WEIGHT_MAX, default=100" desc:"weight of an idle node (absolute, 1-256)"`
+	WeightMin     int           `env:"COUCHWATCH_WEIGHT_MIN, default=10" desc:"weight of a saturated node that is not drained (absolute, 1-256)"`
+	WeightStep    int           `env:"COUCHWATCH_WEIGHT_STEP, default=20" desc:"largest weight change per reconcile pass"`
+	SlowStart     time.Duration `env:"COUCHWATCH_SLOWSTART, default=30s" desc:"ramp a returning node's weight from WEIGHT_MIN to its target over this time"`
+	MaxLoadDrains int           `env:"COUCHWATCH_MAX_LOAD_DRAINS, default=1" desc:"most nodes drained at once because they are saturated (Degraded); 0 disables load drains"`
+	MinReady      int           `env:"COUCHWATCH_MIN_READY, default=1" desc:"servers that always stay ready, whatever couchwatch sees (at least 1)"`
 
 	// From checks.LoadConfig, set by main: the score range mapped to weights.
 	loadLow, loadHigh float64
@@ -34,11 +34,11 @@ func (c PolicyConfig) Validate() error {
 	if c.WeightMin < 1 || c.WeightMin > c.WeightMax {
 		errs = append(errs, fmt.Errorf("COUCHWATCH_WEIGHT_MIN must be 1..COUCHWATCH_WEIGHT_MAX, got %d", c.WeightMin))
 	}
-	if c.WeightStep < 1 {
-		errs = append(errs, fmt.Errorf("COUCHWATCH_WEIGHT_STEP must be >= 1, got %d", c.WeightStep))
+	if c.WeightStep < 1 || c.WeightStep > 256 {
+		errs = append(errs, fmt.Errorf("COUCHWATCH_WEIGHT_STEP must be 1..256, got %d", c.WeightStep))
 	}
-	if c.SlowStart < 0 {
-		errs = append(errs, fmt.Errorf("COUCHWATCH_SLOWSTART must be >= 0, got %s", c.SlowStart))
+	if c.SlowStart < 0 || c.SlowStart > time.Hour {
+		errs = append(errs, fmt.Errorf("COUCHWATCH_SLOWSTART must be within [0, 1h], got %s", c.SlowStart))
 	}
 	if c.MaxLoadDrains < 0 {
 		errs = append(errs, fmt.Errorf("COUCHWATCH_MAX_LOAD_DRAINS must be >= 0, got %d", c.MaxLoadDrains))
