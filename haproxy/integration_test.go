@@ -264,6 +264,7 @@ func TestReconcileDryRunSendsNothing(t *testing.T) {
 	r := haproxy.NewReconciler(rt, haproxy.Budget{}, slog.New(slog.NewTextHandler(&logs, nil)), m)
 	res, err := r.Reconcile(context.Background(), haproxy.Desired{Servers: map[string]haproxy.Want{
 		"n1": {State: haproxy.StateDrain, Weight: 3, Reason: "saturated"},
+		"n2": {Weight: -1}, // watched, serving: the drain is allowed
 	}})
 	if err != nil || len(res.Commands) != 2 {
 		t.Fatalf("dry run: %+v, %v", res.Commands, err)

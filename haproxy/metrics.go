@@ -22,9 +22,9 @@ type Metrics struct {
 }
 
 // Bounded label values (functions, not package variables: no shared mutable state).
-func commandOps() []string     { return []string{"state", "weight", "addr"} }
+func commandOps() []string     { return []string{OpState, OpWeight, OpAddr, OpShutdown} }
 func commandResults() []string { return []string{"ok", "error", "dry_run"} }
-func skipReasons() []string    { return []string{"last_ready", "not_verified", "budget"} }
+func skipReasons() []string    { return []string{"last_ready", "not_verified", "budget", "flapping"} }
 func agentWords() []string     { return []string{"up", "down", "drain", "maint", "ready"} }
 func adminStates() []AdminState {
 	return []AdminState{StateReady, StateDrain, StateMaint}

@@ -2,10 +2,7 @@ package haproxy
 
 import (
 	"cmp"
-	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 )
 
 // Skip reasons.
@@ -14,141 +11,83 @@ const (
 	SkipNotVerified   = "not verified"
 	SkipLastReady     = "last ready server"
 	SkipInvalidWeight = "invalid weight"
+	SkipReadyRefused  = "last ready server: a ready before it was refused"
+	SkipBudget        = "load drain budget"
+	SkipCapacity      = "load drain budget: capacity floor"
+	SkipFlapping      = "flapping"
 )
 
-// Plan computes the runtime commands that move o towards d, within b. It is pure
-// and deterministic: commands are ordered by server name, and for one server addr,
-// then weight, then state; skips are ordered by server name.
+// Plan computes the runtime commands that move o towards d, within b. It is pure and
+// deterministic.
 //
 // Rules (DESIGN.md §3):
 //   - Only servers named in d.Servers are touched; a named server HAProxy does not
-//     have is skipped ("no such server").
+//     have is skipped ("no such server"). Only they count as serving.
 //   - An address differing from what HAProxy holds is set (port too when Want.Port > 0).
 //   - "ready" is sent only for a Verified want, or under d.FailOpen ("not verified").
 //   - Weights are absolute (0-256); -1 leaves the weight alone.
-//   - d.FailOpen: every named server goes ready with its initial (config) weight.
-//   - At least max(1, b.MinReady) servers of the backend keep admin state ready:
-//     take-outs are considered maint first, then drain, ties by name, and one that
-//     would break the rule is skipped ("last ready server").
+//   - d.FailOpen: every server wanted ready goes ready with its initial weight.
+//   - Safe at every prefix: commands that keep or add serving servers come first
+//     (by server, then addr, weight, state), take-outs last (maint before drain, then
+//     by name), each followed by its "shutdown sessions". A take-out that would leave
+//     fewer than max(1, b.MinReady) servers serving is skipped ("last ready server"),
+//     counting the readies before it as applied: Reconciler sends take-outs only once
+//     the replies show they were (AdmitTakeOuts).
 func Plan(d Desired, o Observed, b Budget) ([]Command, []Skip) {
-	backend := d.Backend
-	if backend == "" {
-		backend = o.Backend
+	p := newPlanner(d, o)
+	for _, name := range p.names {
+		p.server(name, d.Servers[name])
 	}
-	obs := make(map[string]Server, len(o.Servers))
-	ready := 0
+	p.admit(max(1, b.MinReady))
+	slices.SortStableFunc(p.skips, func(a, b Skip) int { return cmp.Compare(a.Server, b.Server) })
+	return append(p.first, p.admitted...), p.skips
+}
+
+// planner holds one Plan's working state.
+type planner struct {
+	backend  string
+	failOpen bool
+	obs      map[string]Server
+	names    []string // d.Servers' names, sorted
+	serving  int      // watched servers serving once the first phase is applied
+	first    []Command
+	takeOuts [][]Command // one group per server, each starting with its flip
+	admitted []Command
+	skips    []Skip
+}
+
+func newPlanner(d Desired, o Observed) *planner {
+	p := &planner{backend: cmp.Or(d.Backend, o.Backend), failOpen: d.FailOpen, obs: make(map[string]Server, len(o.Servers))}
 	for _, s := range o.Servers {
-		obs[s.Name] = s
-		if s.Admin == StateReady {
-			ready++
-		}
+		p.obs[s.Name] = s
 	}
-	names := make([]string, 0, len(d.Servers))
 	for n := range d.Servers {
-		names = append(names, n)
+		p.names = append(p.names, n)
 	}
-	slices.Sort(names)
+	slices.Sort(p.names)
+	return p
+}
 
-	var (
-		cmds     []Command
-		skips    []Skip
-		takeOuts []Command
-		stateCmd = map[string]Command{}
-	)
-	for _, name := range names {
-		w := d.Servers[name]
-		s, ok := obs[name]
-		if !ok {
-			skips = append(skips, Skip{Server: name, Want: w.State, Reason: SkipNoSuchServer})
-			continue
-		}
-		state, weight := w.State, w.Weight
-		if d.FailOpen {
-			state, weight = StateReady, s.IWeight
-			if w.Reason == "" {
-				w.Reason = "fail_open"
-			}
-		}
-		mk := func(op, text string) Command {
-			return Command{Server: name, Op: op, Text: text, Reason: w.Reason, Detail: w.Detail}
-		}
-		if w.Addr != "" && (w.Addr != s.Addr || (w.Port > 0 && w.Port != s.Port)) {
-			text := fmt.Sprintf("set server %s/%s addr %s", backend, name, w.Addr)
-			if w.Port > 0 {
-				text += " port " + strconv.Itoa(w.Port)
-			}
-			cmds = append(cmds, mk("addr", text))
-		}
-		switch {
-		case weight < -1 || weight > 256:
-			skips = append(skips, Skip{Server: name, Want: state, Reason: SkipInvalidWeight})
-		case weight >= 0 && weight != s.UWeight:
-			cmds = append(cmds, mk("weight", fmt.Sprintf("set server %s/%s weight %d", backend, name, weight)))
-		}
-		if state == "" || state == s.Admin {
-			continue
-		}
-		if state != StateReady && state != StateDrain && state != StateMaint {
-			skips = append(skips, Skip{Server: name, Want: state, Reason: fmt.Sprintf("unknown state %q", state)})
-			continue
-		}
-		if state == StateReady && !w.Verified && !d.FailOpen {
-			skips = append(skips, Skip{Server: name, Want: state, Reason: SkipNotVerified})
-			continue
-		}
-		c := mk("state", fmt.Sprintf("set server %s/%s state %s", backend, name, state))
-		switch {
-		case state == StateReady:
-			ready++
-			stateCmd[name] = c
-		case s.Admin == StateReady:
-			takeOuts = append(takeOuts, c) // ready -> drain/maint: costs one ready server
-		default:
-			stateCmd[name] = c // drain <-> maint: the ready count does not change
-		}
-	}
-
-	minReady := max(1, b.MinReady)
-	slices.SortFunc(takeOuts, func(a, b Command) int {
-		// maint first (the more urgent), then drain, then by name.
-		am, bm := stateOf(a) == StateMaint, stateOf(b) == StateMaint
-		if am != bm {
+// admit keeps the take-outs, most urgent first, while enough servers keep serving.
+func (p *planner) admit(minServing int) {
+	slices.SortFunc(p.takeOuts, func(a, b []Command) int {
+		if am, bm := a[0].State == StateMaint, b[0].State == StateMaint; am != bm {
 			if am {
 				return -1
 			}
 			return 1
 		}
-		return cmp.Compare(a.Server, b.Server)
+		return cmp.Compare(a[0].Server, b[0].Server)
 	})
-	for _, c := range takeOuts {
-		if ready-1 < minReady {
-			skips = append(skips, Skip{Server: c.Server, Want: stateOf(c), Reason: SkipLastReady})
+	for _, g := range p.takeOuts {
+		if p.serving-1 < minServing {
+			p.skips = append(p.skips, Skip{Server: g[0].Server, Want: wantOf(g[0]), Reason: SkipLastReady})
 			continue
 		}
-		ready--
-		stateCmd[c.Server] = c
+		p.serving--
+		p.admitted = append(p.admitted, g...)
 	}
-	for _, name := range names {
-		if c, ok := stateCmd[name]; ok {
-			cmds = append(cmds, c)
-		}
-	}
-	opRank := map[string]int{"addr": 0, "weight": 1, "state": 2}
-	slices.SortStableFunc(cmds, func(a, b Command) int {
-		if c := cmp.Compare(a.Server, b.Server); c != 0 {
-			return c
-		}
-		return cmp.Compare(opRank[a.Op], opRank[b.Op])
-	})
-	slices.SortStableFunc(skips, func(a, b Skip) int { return cmp.Compare(a.Server, b.Server) })
-	return cmds, skips
 }
 
-func stateOf(c Command) AdminState {
-	for _, s := range adminStates() {
-		if strings.HasSuffix(c.Text, " state "+string(s)) {
-			return s
-		}
-	}
-	return ""
-}
+// wantOf is what a take-out's flip command asked for: a state, or "" for weight 0.
+func wantOf(c Command) AdminState { return c.State }

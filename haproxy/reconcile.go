@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 )
+
+// ErrCommandsFailed wraps a pass's error when HAProxy refused commands (each already
+// logged by the Reconciler, with its command): callers need not log them again.
+var ErrCommandsFailed = errors.New("haproxy refused commands")
 
 // Reconciler runs level-triggered passes: read HAProxy's state, plan, apply. It never
 // trusts what it set before: every pass starts from what HAProxy reports.
@@ -21,7 +24,8 @@ type Reconciler struct {
 	mu    sync.Mutex          // serialises passes and guards the fields below
 	known map[string]struct{} // servers with per-server gauges
 	// What the last pass skipped and, in dry-run mode, would have sent: a refusal or a
-	// dry-run command repeats every pass, and is logged only when it first appears.
+	// dry-run command repeats every pass, and is logged and counted only when it first
+	// appears (once per episode).
 	lastSkips, lastDry map[string]bool
 }
 
@@ -52,7 +56,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, d Desired) (Result, error) {
 // ReconcileWith is Reconcile where the desired state depends on what HAProxy reports
 // (connections left on a draining server, addresses to map nodes by): decide is called
 // once with the state just read, and the pass reads HAProxy only once. The backend read
-// is Config.Backend.
+// is Config.Backend. Take-outs are sent only after the replies to the first phase
+// (readies, weights) are in, and only as many as those replies allow.
 func (r *Reconciler) ReconcileWith(ctx context.Context, decide func(Observed) Desired) (Result, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -70,43 +75,38 @@ func (r *Reconciler) ReconcileWith(ctx context.Context, decide func(Observed) De
 	r.observe(obs)
 	d := decide(obs)
 	d.Backend = backend
-
 	cmds, skips := Plan(d, obs, r.b)
-	res := Result{Observed: obs, Commands: cmds, Skipped: skips}
-	seenSkips := make(map[string]bool, len(skips))
-	for _, s := range skips {
-		key := s.Server + "\x00" + string(s.Want) + "\x00" + s.Reason
-		seenSkips[key] = true
-		if !r.lastSkips[key] {
-			r.log.Warn("haproxy change skipped", "backend", d.Backend, "server", s.Server,
-				"want", string(s.Want), "reason", s.Reason)
-		}
-		if label := skipLabel(s.Reason); label != "" {
-			r.m.Skipped.WithLabelValues(label).Inc()
-		}
-	}
-	r.lastSkips = seenSkips
-	if len(cmds) == 0 {
-		r.lastDry = nil
+	res := Result{Observed: obs, Skipped: append(skips, d.Refused...)}
+	if r.rt.cfg.DryRun || len(cmds) == 0 {
+		r.noteSkips(backend, res.Skipped)
+		res.Commands = cmds
+		r.dryRun(backend, cmds)
 		r.m.LastSuccess.Set(float64(time.Now().UnixNano()) / 1e9)
 		return res, nil
 	}
-	if r.rt.cfg.DryRun {
-		seenDry := make(map[string]bool, len(cmds))
-		for _, c := range cmds {
-			seenDry[c.Text] = true
-			if !r.lastDry[c.Text] {
-				r.log.Info("haproxy command (dry run, not sent)", "backend", d.Backend, "server", c.Server,
-					"reason", c.Reason, "detail", c.Detail, "cmd", c.Text)
-			}
-			r.m.Commands.WithLabelValues(c.Op, "dry_run").Inc()
-		}
-		r.lastDry = seenDry
-		r.m.LastSuccess.Set(float64(time.Now().UnixNano()) / 1e9)
-		return res, nil
-	}
+	sent, results, late, err := r.applyPhases(ctx, cmds)
+	res.Commands, res.Skipped = sent, append(res.Skipped, late...)
+	r.noteSkips(backend, res.Skipped)
+	return res, r.record(backend, sent, results, err)
+}
 
-	results, err := r.rt.apply(ctx, cmds)
+// applyPhases sends the first phase, then the take-outs its replies allow.
+func (r *Reconciler) applyPhases(ctx context.Context, cmds []Command) (sent []Command, results []error, skips []Skip, err error) {
+	first, takeOuts := SplitPhases(cmds)
+	results, err = r.rt.apply(ctx, first)
+	if err != nil || len(takeOuts) == 0 {
+		return first, results, nil, err
+	}
+	admitted, skips := AdmitTakeOuts(first, results, takeOuts)
+	if len(admitted) == 0 {
+		return first, results, skips, nil
+	}
+	more, err := r.rt.apply(ctx, admitted)
+	return append(first, admitted...), append(results, more...), skips, err
+}
+
+// record logs and counts each command's outcome and returns the pass's error.
+func (r *Reconciler) record(backend string, cmds []Command, results []error, err error) error {
 	if err != nil {
 		r.m.Up.Set(0)
 	}
@@ -121,29 +121,65 @@ func (r *Reconciler) ReconcileWith(ctx context.Context, decide func(Observed) De
 			// Not answered: the transport error is returned (and logged by the caller) once.
 			r.m.Commands.WithLabelValues(c.Op, "error").Inc()
 		case cerr != nil:
-			r.log.Error("haproxy command failed", "backend", d.Backend, "server", c.Server,
+			r.log.Error("haproxy command failed", "backend", backend, "server", c.Server,
 				"reason", c.Reason, "detail", c.Detail, "cmd", c.Text, "err", cerr)
 			r.m.Commands.WithLabelValues(c.Op, "error").Inc()
 			failed = append(failed, cerr)
 		default:
-			r.log.Info("haproxy command", "backend", d.Backend, "server", c.Server,
+			r.log.Info("haproxy command", "backend", backend, "server", c.Server,
 				"reason", c.Reason, "detail", c.Detail, "cmd", c.Text)
 			r.m.Commands.WithLabelValues(c.Op, "ok").Inc()
-			if s := stateOf(c); c.Op == "state" && (s == StateDrain || s == StateMaint) && contains(drainReasons(), c.Reason) {
+			if c.Op == OpState && (c.State == StateDrain || c.State == StateMaint) && contains(drainReasons(), c.Reason) {
 				r.m.Drains.WithLabelValues(c.Server, c.Reason).Inc()
 			}
 		}
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		r.m.ReconcileErrors.Inc()
-		return res, fmt.Errorf("reconcile %s: %w", d.Backend, err)
-	}
-	if len(failed) > 0 {
+		return fmt.Errorf("reconcile %s: %w", backend, err)
+	case len(failed) > 0:
 		r.m.ReconcileErrors.Inc()
-		return res, fmt.Errorf("reconcile %s: %d of %d commands failed: %w", d.Backend, len(failed), len(cmds), errors.Join(failed...))
+		return fmt.Errorf("reconcile %s: %w: %d of %d: %w", backend, ErrCommandsFailed, len(failed), len(cmds), errors.Join(failed...))
 	}
 	r.m.LastSuccess.Set(float64(time.Now().UnixNano()) / 1e9)
-	return res, nil
+	return nil
+}
+
+// noteSkips logs and counts each skip once per episode: when it first appears.
+func (r *Reconciler) noteSkips(backend string, skips []Skip) {
+	seen := make(map[string]bool, len(skips))
+	for _, s := range skips {
+		key := s.Server + "\x00" + string(s.Want) + "\x00" + s.Reason
+		seen[key] = true
+		if r.lastSkips[key] {
+			continue
+		}
+		r.log.Warn("haproxy change skipped", "backend", backend, "server", s.Server,
+			"want", string(s.Want), "reason", s.Reason)
+		if label := SkipLabel(s.Reason); label != "" {
+			r.m.Skipped.WithLabelValues(label).Inc()
+		}
+	}
+	r.lastSkips = seen
+}
+
+// dryRun logs, in dry-run mode, each command that would be sent, once per episode.
+func (r *Reconciler) dryRun(backend string, cmds []Command) {
+	if !r.rt.cfg.DryRun || len(cmds) == 0 {
+		r.lastDry = nil
+		return
+	}
+	seen := make(map[string]bool, len(cmds))
+	for _, c := range cmds {
+		seen[c.Text] = true
+		if !r.lastDry[c.Text] {
+			r.log.Info("haproxy command (dry run, not sent)", "backend", backend, "server", c.Server,
+				"reason", c.Reason, "detail", c.Detail, "cmd", c.Text)
+		}
+		r.m.Commands.WithLabelValues(c.Op, "dry_run").Inc()
+	}
+	r.lastDry = seen
 }
 
 // observe sets the per-server gauges from what HAProxy reports and drops the
@@ -180,15 +216,18 @@ func (r *Reconciler) observe(o Observed) {
 	r.known = seen
 }
 
-func skipLabel(reason string) string {
+// SkipLabel is the metric label of a skip reason ("" for reasons not counted: a
+// server HAProxy lacks, an invalid weight or state, which are configuration errors).
+func SkipLabel(reason string) string {
 	switch reason {
-	case SkipLastReady:
+	case SkipLastReady, SkipReadyRefused:
 		return "last_ready"
 	case SkipNotVerified:
 		return "not_verified"
-	}
-	if strings.Contains(reason, "budget") {
+	case SkipBudget, SkipCapacity:
 		return "budget"
+	case SkipFlapping:
+		return "flapping"
 	}
 	return ""
 }

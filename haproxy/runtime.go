@@ -93,7 +93,7 @@ func (r *Runtime) State(ctx context.Context, backend string) (Observed, error) {
 	return Observed{Backend: backend, Servers: servers}, nil
 }
 
-// Apply sends cmds in batches and checks every reply. Error-shaped replies are
+// Apply sends cmds in batches, in order, and checks every reply. Error-shaped replies are
 // joined into the returned error, each a *CommandError naming its command; a
 // transport failure stops at the failing batch.
 func (r *Runtime) Apply(ctx context.Context, cmds []Command) error {
@@ -147,19 +147,25 @@ func (r *Runtime) apply(ctx context.Context, cmds []Command) ([]error, error) {
 // ("50%") are refused too (DESIGN.md §4).
 func checkCommand(c Command) error {
 	f := strings.Fields(c.Text)
+	if c.Op == OpShutdown {
+		if len(f) != 4 || f[0] != "shutdown" || f[1] != "sessions" || f[2] != "server" || !strings.Contains(f[3], "/") {
+			return fmt.Errorf("command %q: invalid shutdown command", c.Text)
+		}
+		return nil
+	}
 	if len(f) < 4 || f[0] != "set" || f[1] != "server" || !strings.Contains(f[2], "/") {
 		return fmt.Errorf("command %q: not a 'set server <backend>/<server> ...' command", c.Text)
 	}
 	switch c.Op {
-	case "state":
+	case OpState:
 		if len(f) != 5 || f[3] != "state" || !cnruntime.ServerStateValid(f[4]) {
 			return fmt.Errorf("command %q: invalid state command", c.Text)
 		}
-	case "weight":
+	case OpWeight:
 		if len(f) != 5 || f[3] != "weight" || strings.HasSuffix(f[4], "%") || !cnruntime.ServerWeightValid(f[4]) {
 			return fmt.Errorf("command %q: invalid weight command (absolute 0-256 only)", c.Text)
 		}
-	case "addr":
+	case OpAddr:
 		if f[3] != "addr" || (len(f) != 5 && (len(f) != 7 || f[5] != "port")) {
 			return fmt.Errorf("command %q: invalid addr command", c.Text)
 		}

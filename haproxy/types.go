@@ -53,8 +53,12 @@ type Want struct {
 	// Verified reports that the node just passed its checks; Plan never emits "ready"
 	// for a server whose Want is not Verified, unless Desired.FailOpen is set.
 	Verified bool
+	// EndSessions asks that the sessions still on the server be ended once it is out
+	// ("shutdown sessions server"): its node is down or hung, and with CHT's
+	// "timeout server 100h" a request on it would otherwise wait for hours.
+	EndSessions bool
 	// Reason is a bounded token used as a metric label: "up", "down", "maintenance",
-	// "saturated", "recovering", "fail_open". Detail is free text for logs.
+	// "saturated", "flapping", "fail_open". Detail is free text for logs.
 	Reason string
 	Detail string
 }
@@ -64,26 +68,46 @@ type Want struct {
 type Desired struct {
 	Backend string
 	Servers map[string]Want
-	// FailOpen hands every server back to HAProxy: ready, initial weight. Set when every
-	// node looks bad at once (DESIGN.md §3 rule 1).
+	// FailOpen hands every server wanted ready (or with no state wanted) back to
+	// HAProxy: ready, initial weight, verified or not. Set when every node looks bad at
+	// once (DESIGN.md §3 rule 1). Servers wanted in drain or maint stay so.
 	FailOpen bool
+	// Refused are changes the policy itself held back (load budget, capacity floor,
+	// flapping); the Reconciler logs and counts them with Plan's own skips.
+	Refused []Skip
 }
 
 // Budget limits what a single Plan may take out of rotation.
 type Budget struct {
-	// MinReady is the number of servers whose admin state must stay ready (not
-	// drain/maint) after a plan; values below 1 mean 1. Plan counts admin state
-	// only: HAProxy's own op state is not consulted.
+	// MinReady is the number of servers that must keep serving after every command of
+	// a plan; values below 1 mean 1. A server serves when it is watched (named in
+	// Desired.Servers), administratively ready, operationally up in HAProxy and has a
+	// weight above 0 (see Serving).
 	MinReady int
 }
 
-// Command is one runtime API command with the reason it is sent.
+// Command operations.
+const (
+	OpAddr     = "addr"
+	OpWeight   = "weight"
+	OpState    = "state"
+	OpShutdown = "shutdown" // "shutdown sessions server"
+)
+
+// Command is one runtime API command with the reason it is sent. It carries what it
+// sets (State, Weight), so nothing downstream re-parses Text.
 type Command struct {
 	Server string
-	Op     string // "state", "weight", "addr"
-	Text   string // the exact runtime API command, e.g. "set server couchdb-servers/n1 state drain"
-	Reason string // Want.Reason
-	Detail string // Want.Detail
+	Op     string     // OpAddr, OpWeight, OpState, OpShutdown
+	State  AdminState // what an OpState command sets
+	Weight int        // what an OpWeight command sets
+	Text   string     // the exact runtime API command, e.g. "set server couchdb-servers/n1 state drain"
+	Reason string     // Want.Reason
+	Detail string     // Want.Detail
+	// TakeOut marks the command that stops a serving server from serving (and the
+	// shutdown after it): Plan orders these last and admits only as many as the
+	// minimum allows. Adds marks the commands of a server that starts serving.
+	TakeOut, Adds bool
 }
 
 // Skip is a change Plan refused to make, with the rule that stopped it.
@@ -91,4 +115,11 @@ type Skip struct {
 	Server string
 	Want   AdminState
 	Reason string // e.g. "last ready server", "not verified"
+}
+
+// Serving reports whether HAProxy would send traffic to s: administratively ready,
+// operationally up (its own checks, if any, pass) and a weight above 0. Plan also
+// requires the server to be watched.
+func Serving(s Server) bool {
+	return s.Admin == StateReady && s.OpUp && s.UWeight > 0
 }

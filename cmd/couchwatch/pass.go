@@ -122,7 +122,7 @@ func unwatched(obs haproxy.Observed, servers map[string]string) []string {
 func assumedObserved(backend string, servers map[string]string) haproxy.Observed {
 	o := haproxy.Observed{Backend: backend}
 	for _, s := range servers {
-		o.Servers = append(o.Servers, haproxy.Server{Name: s, Admin: haproxy.StateReady, OpUp: true, OpState: 2})
+		o.Servers = append(o.Servers, haproxy.Server{Name: s, Admin: haproxy.StateReady, OpUp: true, OpState: 2, UWeight: 1, Weight: 1, IWeight: 1})
 	}
 	slices.SortFunc(o.Servers, func(x, y haproxy.Server) int { return strings.Compare(x.Name, y.Name) })
 	return o

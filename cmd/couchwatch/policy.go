@@ -149,9 +149,12 @@ func decide(cfg PolicyConfig, backend string, statuses []checks.Status, servers 
 		w := haproxy.Want{Weight: -1, Verified: st.Verified, Detail: st.Reason}
 		switch st.Verdict {
 		case checks.Unknown:
-			continue // Unknown never triggers an action
+			// Unknown never triggers an action, but the server is watched: it counts
+			// toward the serving minimum if HAProxy has it serving.
+			d.Desired.Servers[srv] = haproxy.Want{Weight: -1, Reason: "unknown", Detail: st.Reason}
+			continue
 		case checks.Down:
-			w.State, w.Reason = haproxy.StateMaint, "down"
+			w.State, w.Reason, w.EndSessions = haproxy.StateMaint, "down", true
 		case checks.Drain:
 			w.State, w.Reason = haproxy.StateDrain, "maintenance"
 			// Drain first; once HAProxy reports no connections left, maint.

@@ -26,7 +26,7 @@ func observed(admin map[string]haproxy.AdminState, conns map[string]int) *haprox
 		if a == "" {
 			a = haproxy.StateReady
 		}
-		o.Servers = append(o.Servers, haproxy.Server{Name: n, Admin: a, OpUp: true, OpState: 2, Weight: 1, IWeight: 1, CurConns: conns[n]})
+		o.Servers = append(o.Servers, haproxy.Server{Name: n, Admin: a, OpUp: true, OpState: 2, Weight: 1, UWeight: 1, IWeight: 1, CurConns: conns[n]})
 	}
 	return o
 }
@@ -49,7 +49,7 @@ func TestDecideStates(t *testing.T) {
 		{name: "unknown never acts",
 			statuses: []checks.Status{st("c1", checks.Unknown, 0), st("c2", checks.Up, 0), st("c3", checks.Down, 0)},
 			obs:      observed(nil, nil),
-			want:     map[string]haproxy.AdminState{"s2": "ready", "s3": "maint"}},
+			want:     map[string]haproxy.AdminState{"s1": "", "s2": "ready", "s3": "maint"}},
 		{name: "down goes to maint",
 			statuses:   []checks.Status{st("c1", checks.Up, 0), st("c2", checks.Down, 0), st("c3", checks.Up, 0)},
 			obs:        observed(nil, nil),
@@ -83,10 +83,10 @@ func TestDecideStates(t *testing.T) {
 			statuses: []checks.Status{st("c1", checks.Down, 0), st("c2", checks.Drain, 0), st("c3", checks.Down, 0)},
 			obs:      observed(nil, nil),
 			want:     map[string]haproxy.AdminState{"s1": "maint", "s2": "drain", "s3": "maint"}},
-		{name: "all unknown at start: nothing",
+		{name: "all unknown at start: nothing, every server watched",
 			statuses: []checks.Status{st("c1", checks.Unknown, 0), st("c2", checks.Unknown, 0), st("c3", checks.Unknown, 0)},
 			obs:      observed(nil, nil),
-			want:     map[string]haproxy.AdminState{}},
+			want:     map[string]haproxy.AdminState{"s1": "", "s2": "", "s3": ""}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
