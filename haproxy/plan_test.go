@@ -265,4 +265,3 @@ func TestPlanCopiesReason(t *testing.T) {
 		}
 	}
 }
-
