@@ -35,11 +35,14 @@ const (
 )
 
 var (
-	probeNames  = [...]string{ProbeUp, ProbeMembership, ProbeSystem, ProbeActiveTasks}
-	queueNames  = [...]string{"couch_server", "rexi_server", "rexi_buffer", "couch_file_p99"}
-	taskNames   = [...]string{"indexer", "database_compaction", "view_compaction", "replication", "other"}
-	reasonNames = [...]couch.Reason{couch.ReasonRefused, couch.ReasonTimeout, couch.ReasonHTTP5xx, couch.ReasonHTTP4xx,
-		couch.ReasonAuth, couch.ReasonMalformed, couch.ReasonTooLarge, couch.ReasonOther}
+	probeNames = [...]string{ProbeUp, ProbeMembership, ProbeSystem, ProbeActiveTasks}
+	queueNames = [...]string{"couch_server", "rexi_server", "rexi_buffer", "couch_file_p99"}
+	taskNames  = [...]string{"indexer", "database_compaction", "view_compaction", "replication", "other"}
+	// reasonNames is couch.Reasons() (TestReasonNamesAreCouchReasons), as an array for the
+	// counters' fixed size; ReasonOther last.
+	reasonNames = [...]couch.Reason{couch.ReasonRefused, couch.ReasonTimeout, couch.ReasonDNS, couch.ReasonTLS,
+		couch.ReasonProtocol, couch.ReasonRedirect, couch.ReasonHTTP5xx, couch.ReasonHTTP4xx, couch.ReasonAuth,
+		couch.ReasonMalformed, couch.ReasonTooLarge, couch.ReasonOther}
 	durationBuckets = [...]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
 )
 

@@ -1,6 +1,7 @@
 package checks
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -73,8 +74,9 @@ func TestMetricsCollector(t *testing.T) {
 	if _, ok := got[`couchwatch_probe_failures_total{node="b:5984",probe="system",reason="refused"}`]; ok {
 		t.Error("a slow probe's failure series exists before its first failure")
 	}
-	if n := testutil.CollectAndCount(m, "couchwatch_probe_failures_total"); n != 8+8+2 { // up: every reason on both nodes; system: a's two
-		t.Errorf("%d failure series, want 18", n)
+	reasons := len(couch.Reasons())
+	if n := testutil.CollectAndCount(m, "couchwatch_probe_failures_total"); n != 2*reasons+2 { // up: every reason on both nodes; system: a's two
+		t.Errorf("%d failure series, want %d", n, 2*reasons+2)
 	}
 }
 
@@ -121,4 +123,10 @@ func scrape(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 		}
 	}
 	return out
+}
+
+func TestReasonNamesAreCouchReasons(t *testing.T) {
+	if got, want := fmt.Sprint(reasonNames[:]), fmt.Sprint(couch.Reasons()); got != want {
+		t.Fatalf("reason label values %s, couch.Reasons() %s", got, want)
+	}
 }

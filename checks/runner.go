@@ -60,7 +60,11 @@ type Status struct {
 	Since    time.Time // verdict since
 	Verified bool      // just passed its checks (see nodeState.verified)
 
-	UpStatus    couch.UpStatus // last /_up status answered, "" if none
+	UpStatus couch.UpStatus // last /_up status answered, "" if none
+	// LastError is the full error of the last failed /_up probe, "" once one succeeds.
+	// couch removes secrets from it (password, session cookies, even ones the server
+	// quoted back); Reason holds only its bounded class.
+	LastError   string
 	LastProbe   time.Time
 	LatencyEWMA time.Duration
 	Score       float64 // smoothed load score; valid if ScoreKnown
@@ -174,7 +178,9 @@ func (r *Runner) probe(ctx context.Context, rn *runNode, name string, f Func, ti
 	d := r.clk.Since(start)
 	rn.m.observe(name, d)
 	if err != nil {
-		rn.m.fail(name, couch.Classify(err))
+		reason := couch.Classify(err)
+		rn.m.fail(name, reason)
+		r.log.Debug("probe failed", "node", rn.n.Name(), "probe", name, "reason", string(reason), "err", err)
 	}
 	return obs, d, err
 }
@@ -242,6 +248,10 @@ func (r *Runner) recordUp(rn *runNode, up couch.Up, d time.Duration, err error) 
 	now := r.clk.Now()
 	rn.st.observeUp(up, err, now)
 	rn.status.LastProbe = now
+	rn.status.LastError = ""
+	if err != nil {
+		rn.status.LastError = err.Error()
+	}
 	if err == nil {
 		rn.status.UpStatus = up.Status
 		a := r.cfg.Load.LatencyEWM
@@ -283,7 +293,12 @@ func (r *Runner) updateVerdictLocked(rn *runNode, now time.Time) bool {
 	}
 	rn.status.Verdict, rn.status.Since = v, now
 	rn.m.setVerdict(v)
-	r.log.Info("node verdict changed", "node", rn.n.Name(), "from", old.String(), "to", v.String(), "reason", reason)
+	if v == Down && rn.status.LastError != "" {
+		r.log.Info("node verdict changed", "node", rn.n.Name(), "from", old.String(), "to", v.String(), "reason", reason,
+			"err", rn.status.LastError)
+	} else {
+		r.log.Info("node verdict changed", "node", rn.n.Name(), "from", old.String(), "to", v.String(), "reason", reason)
+	}
 	return true
 }
 
@@ -312,7 +327,6 @@ func (r *Runner) systemLoop(ctx context.Context, rn *runNode) {
 			return
 		}
 		if sysErr != nil {
-			r.log.Debug("system probe failed", "node", rn.n.Name(), "err", sysErr)
 			continue // keep the last score: a failed sample says nothing about load
 		}
 		var tasks []couch.ActiveTask

@@ -3,40 +3,42 @@
 // Reasons. It knows no health policy.
 //
 // Every call carries its own deadline (the caller's or Options.Timeout, whichever is
-// sooner) and reads at most Options.MaxBody bytes of reply. Every failure is an *Error
-// whose Reason is usable as a metric label; no error ever holds a credential.
+// sooner). Every byte read from a node is capped: the status line and headers at
+// MaxHeaderBytes (net/http's Transport.MaxResponseHeaderBytes), the body at
+// Options.MaxBody. Every failure is an *Error whose Reason is usable as a metric label
+// and whose text is redacted: no password or session cookie survives in it, even when
+// the server (or a proxy, or a malformed status line) quoted the request back.
+//
+// # The standard libraries
+//
+// Calls go through net/http (three transports per node, below one guard that caps the
+// body and refuses redirects), kivik where it has the call (/_membership,
+// /_node/_local/_config), and encoding/json for every parse. Fetch and parse stay
+// split: the parsers (ParseUp, ParseSystem, ...) do no I/O and are table-tested and
+// fuzzed on recorded CouchDB 3.4.3 replies, and FuzzReadReply feeds arbitrary bytes
+// through the real transport. /_up's 404 maintenance replies are answers, not errors.
+// Importing kivik's couchdb driver registers it with kivik's driver registry (kivik's
+// init, not ours).
 //
 // # Authentication
 //
 // CHT runs CouchDB with require_valid_user = true, so even /_up needs auth, and Basic
 // auth on every poll would cost a pbkdf2 hash per request on the server. A Node logs
 // in once with POST /_session and sends the AuthSession cookie; on a 401 it logs in
-// again, once, and retries the request. Concurrent callers share a single login.
-//
-// # Where kivik is used, and where not
-//
-// /_node/_local/_config goes through kivik (github.com/go-kivik/kivik/v4, couchdb
-// driver), on an http.Client whose transport carries the deadline, the body cap and
-// the session; so do the logins. The session itself is ours, not kivik's CookieAuth:
-// kivik drops its cookie on a 401 but does not retry the request, so every session
-// expiry would surface as a failed probe (and look like an auth outage); and its login
-// runs on the first caller's context under a mutex the other callers cannot leave when
-// their own deadline passes.
-//
-// The calls made every few hundred milliseconds (/_up, /_membership, /_system,
-// /_active_tasks, /_node/_local) go through the Node's own small HTTP/1.1 client
-// (wire.go): one fixed GET written and its reply read on the caller's goroutine, over a
-// kept-alive connection. At 300 nodes that is ~800 calls a second, and net/http's
-// per-connection goroutines and per-request allocations were most of couchwatch's CPU.
-// Fetch and parse stay split: the parsers (ParseUp, ParseSystem, ...) do no I/O, walk
-// the reply in place with a validating scanner (scan.go, fuzzed against encoding/json)
-// and are table-tested and fuzzed on recorded CouchDB 3.4.3 replies. /_up's 404
-// maintenance replies are answers, not errors. Importing kivik's couchdb driver
-// registers it with kivik's driver registry (kivik's init, not ours).
+// again, once, and retries the request. That is the one re-login path, an
+// http.RoundTripper under every transport, kivik's included; concurrent callers share a
+// single login. A rejected login, or a session rejected right after it was issued, is
+// not retried for 10 s. It is not kivik's CookieAuth: that drops its cookie on a 401
+// but does not retry the request, so every session expiry would surface as a failed
+// probe, and its login runs on the first caller's context under a mutex the other
+// callers cannot leave when their own deadline passes.
 //
 // # Crash detection
 //
-// Watch parks a read on the /_up probe's idle keep-alive connection between probes and
-// returns as soon as the peer closes or resets it, which is how a crashed CouchDB shows
-// up within milliseconds, at no cost of an extra connection or goroutine per node.
+// The /_up probe has a transport of its own with one kept-alive connection, dialled
+// through a net.Conn wrapper. Between probes net/http keeps a read parked on that idle
+// connection; when the node closes or resets it (a crashed CouchDB's kernel does so at
+// once) the wrapper sees the read fail without our own close, and Watch and Closed
+// report it within milliseconds, at no cost of an extra connection or goroutine.
+// UpFresh asks /_up on a new connection for a second opinion.
 package couch

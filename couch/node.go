@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -18,7 +19,7 @@ import (
 
 const (
 	defaultKeepAlive       = 15 * time.Second
-	defaultIdleConnTimeout = 15 * time.Second // only kivik and logins use net/http: rare calls
+	defaultIdleConnTimeout = 60 * time.Second // probes come every few seconds at most
 	userAgent              = "couchwatch"
 )
 
@@ -36,12 +37,21 @@ type Options struct {
 }
 
 // Node is a client for one CouchDB node. It is safe for concurrent use.
+//
+// Three transports (net/http), each under the same guard and session: the /_up probe's,
+// whose one kept-alive connection is watched (Watch, Closed); one for a /_up probe on a
+// new connection (UpFresh); and one for everything else, kivik's calls and the login
+// included.
 type Node struct {
 	name    string
 	base    *url.URL
 	timeout time.Duration
-	wire    *wire
-	kivik   *kivik.Client
+	secrets *redactor
+	watch   *connWatch
+
+	up, fresh, other http.RoundTripper
+	transports       []*http.Transport
+	kivik            *kivik.Client
 }
 
 // NewNode returns a client for t. It does no I/O: the first call logs in.
@@ -86,33 +96,30 @@ func NewNode(t Target, opt Options) (*Node, error) {
 			tlsConf.ServerName = base.Hostname()
 		}
 	}
-	var rt http.RoundTripper = &capTransport{base: newTransport(tlsConf), max: opt.MaxBody}
-	w := &wire{addr: base.Host, host: hostHeader(base.Scheme, base.Host), tls: tlsConf,
-		dialer: net.Dialer{KeepAlive: defaultKeepAlive}, max: opt.MaxBody}
+	n := &Node{name: name, base: base, timeout: opt.Timeout, secrets: newRedactor(opt.Password), watch: newConnWatch()}
+	plain := &net.Dialer{KeepAlive: defaultKeepAlive}
+	upT := newTransport(tlsConf, n.watch.dial, 1)
+	if tlsConf != nil {
+		upT.DialTLSContext = n.watch.dialTLS(tlsConf)
+	}
+	freshT := newTransport(tlsConf, plain.DialContext, 0)
+	otherT := newTransport(tlsConf, plain.DialContext, 2)
+	n.transports = []*http.Transport{upT, freshT, otherT}
+	n.up, n.fresh, n.other = &guard{upT, opt.MaxBody}, &guard{freshT, opt.MaxBody}, &guard{otherT, opt.MaxBody}
 	if opt.User != "" {
-		s, err := newSession(rt, w, name, opt.User, opt.Password, opt.Timeout)
+		s, err := newSession(n.other, base.String(), name, opt.User, opt.Password, opt.Timeout, n.secrets)
 		if err != nil {
 			return nil, fmt.Errorf("node %q: %w", name, err)
 		}
-		rt, w.sess = s, s
+		n.up, n.fresh, n.other = &authRT{s, n.up}, &authRT{s, n.fresh}, &authRT{s, n.other}
 	}
-	client := &http.Client{
-		Transport: rt,
-		// CouchDB does not redirect the calls we make; a redirect means something in
-		// between we do not want to follow with a session cookie.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	client := &http.Client{Transport: n.other} // the guard refuses redirects
 	kc, err := kivik.New("couch", base.String(), couchdb.OptionHTTPClient(client), couchdb.OptionUserAgent(userAgent))
 	if err != nil {
 		return nil, fmt.Errorf("node %q: kivik client: %w", name, stripURL(err))
 	}
-	return &Node{
-		name:    name,
-		base:    base,
-		timeout: opt.Timeout,
-		wire:    w,
-		kivik:   kc,
-	}, nil
+	n.kivik = kc
+	return n, nil
 }
 
 // Name returns the target's name (as written in COUCHDB_SERVERS).
@@ -124,13 +131,24 @@ func (n *Node) URL() *url.URL {
 	return &u
 }
 
-// Up asks GET /_up. A 404 maintenance reply (maintenance_mode, nolb, seeding) is a
-// successful call: check Up.Status.
+// Up asks GET /_up on the node's kept-alive probe connection (the one Watch watches).
+// A 404 maintenance reply (maintenance_mode, nolb, seeding) is a successful call:
+// check Up.Status.
 func (n *Node) Up(ctx context.Context) (Up, error) {
+	n.watch.clear() // a close seen before this probe is this probe's to find
+	return n.upOn(ctx, n.up)
+}
+
+// UpFresh asks GET /_up on a new connection, closed afterwards: a second opinion that
+// owes nothing to the kept-alive connection (a refused connect right after a reset is
+// two independent failures).
+func (n *Node) UpFresh(ctx context.Context) (Up, error) { return n.upOn(ctx, n.fresh) }
+
+func (n *Node) upOn(ctx context.Context, rt http.RoundTripper) (Up, error) {
 	const op = "up"
 	ctx, cancel := n.withDeadline(ctx)
 	defer cancel()
-	status, body, err := n.wire.get(ctx, "/_up", true)
+	status, body, err := n.get(ctx, rt, "/_up")
 	if err != nil {
 		return Up{}, n.fail(op, err)
 	}
@@ -141,17 +159,17 @@ func (n *Node) Up(ctx context.Context) (Up, error) {
 	return up, nil
 }
 
-// Membership asks GET /_membership.
+// Membership asks GET /_membership (through kivik).
 func (n *Node) Membership(ctx context.Context) (Membership, error) {
 	const op = "membership"
 	ctx, cancel := n.withDeadline(ctx)
 	defer cancel()
-	body, err := n.getOK(ctx, op, "/_membership")
+	km, err := n.kivik.Membership(ctx)
 	if err != nil {
-		return Membership{}, err
+		return Membership{}, n.fail(op, err)
 	}
-	m, err := parseMembership(body)
-	if err != nil {
+	m := Membership{AllNodes: km.AllNodes, ClusterNodes: km.ClusterNodes}
+	if err := checkMembership(m); err != nil {
 		return Membership{}, n.fail(op, err)
 	}
 	return m, nil
@@ -229,45 +247,80 @@ func (n *Node) ConfigValue(ctx context.Context, section, key string) (string, er
 	return v, nil
 }
 
-// Watch holds the node's /_up connection idle for up to d and reports whether the
-// node closed it meanwhile. A crashed CouchDB's kernel closes its connections at once,
-// so a caller that watches between probes learns of a crash within milliseconds and
-// can probe again. A healthy node's idle close looks the same: the probe tells them
-// apart. Watch dials a connection to hold when it has none; when that fails it just
-// waits out d. It returns false at once when ctx ends.
-func (n *Node) Watch(ctx context.Context, d time.Duration) bool {
-	return n.wire.watch(ctx, d, n.timeout)
-}
+// Watch waits up to d for the node to close or reset the /_up probe's kept-alive
+// connection, and reports whether it did. A crashed CouchDB's kernel closes its
+// connections at once, so a caller that watches between probes learns of a crash
+// within milliseconds and can probe again. A healthy node's idle close looks the same:
+// the probe tells them apart. Without a connection (none yet, or the last probe
+// failed) it just waits out d. It returns false at once when ctx ends.
+func (n *Node) Watch(ctx context.Context, d time.Duration) bool { return n.watch.wait(ctx, d) }
+
+// Closed receives a value when the node closes or resets the /_up probe's kept-alive
+// connection (one pending value at most; Up drops a pending one). Watch waits on it;
+// a caller with its own select can use it instead.
+func (n *Node) Closed() <-chan struct{} { return n.watch.ch }
 
 // Close closes the node's idle connections.
-func (n *Node) Close() { n.wire.closeIdle() }
+func (n *Node) Close() {
+	for _, t := range n.transports {
+		t.CloseIdleConnections()
+	}
+}
 
 // withDeadline bounds ctx by the node timeout (the sooner deadline wins).
 func (n *Node) withDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, n.timeout)
 }
 
-// getOK is get for calls where only 200 is a success.
+// get sends GET path over rt and returns the status and the whole (capped) body.
+func (n *Node) get(ctx context.Context, rt http.RoundTripper, path string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.base.String()+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", userAgent)
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		if r, _ := classify(err); r == ReasonOther {
+			// The framing of the body broke (chunking, trailers): not HTTP as it should be.
+			return 0, nil, &Error{Reason: ReasonProtocol, Status: resp.StatusCode, Err: err}
+		}
+		return 0, nil, err
+	}
+	return resp.StatusCode, body, nil
+}
+
+// getOK is get on the shared transport for calls where only 200 is a success.
 func (n *Node) getOK(ctx context.Context, op, path string) ([]byte, error) {
-	status, body, err := n.wire.get(ctx, path, false)
+	status, body, err := n.get(ctx, n.other, path)
 	if err != nil {
 		return nil, n.fail(op, err)
 	}
 	if status != http.StatusOK {
-		return nil, n.fail(op, statusError(op, status, bytes.NewReader(body)))
+		return nil, n.fail(op, statusError(op, status, body, true))
 	}
 	return body, nil
 }
 
-// fail wraps err into an *Error for op with its Reason; credentials never reach it
-// (the URL carries none and the login body is never printed).
+// fail wraps err into an *Error for op with its Reason. Its text is redacted: no
+// password or session cookie survives, even one the server quoted back.
 func (n *Node) fail(op string, err error) *Error {
 	var ce *Error
-	if errors.As(err, &ce) && ce.Node == "" && ce.Op == op {
+	if errors.As(err, &ce) && (ce.Node == "" || ce.Node == n.name) {
 		e := *ce
-		e.Node = n.name
+		inner := ce.Err
+		if ce.Op != op && ce.Op != "" {
+			inner = fmt.Errorf("%s: %w", ce.Op, ce.Err) // the login, failing under this call
+		}
+		e.Op, e.Node, e.Err = op, n.name, n.secrets.clean(inner)
 		return &e
 	}
 	reason, status := classify(err)
-	return &Error{Op: op, Node: n.name, Reason: reason, Status: status, Err: stripURL(err)}
+	return &Error{Op: op, Node: n.name, Reason: reason, Status: status, Err: n.secrets.clean(stripURL(err))}
 }

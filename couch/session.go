@@ -15,27 +15,29 @@ import (
 // sessionCookie is the cookie CouchDB's POST /_session sets.
 const sessionCookie = "AuthSession"
 
-// session logs in with POST /_session and adds the AuthSession cookie to every request.
-// On a 401 it logs in again once and retries the request; concurrent callers share one
-// login. It is an http.RoundTripper so kivik and our own requests go through it alike.
+// session logs in with POST /_session and holds the AuthSession cookie. It is the one
+// re-login path of a Node: every call (ours and kivik's) goes through an authRT over it.
 type session struct {
-	base    http.RoundTripper // capped transport, for kivik's requests
-	wire    *wire             // the login goes through the node's own client
+	login   http.RoundTripper // guarded transport for POST /_session
+	url     string            // the node's /_session URL
 	node    string
 	body    []byte // login body; never printed
 	timeout time.Duration
+	secrets *redactor
 
 	mu     sync.Mutex
 	cookie string // current AuthSession value, "" when none
 	gen    uint64 // bumped by every successful login
 	call   *loginCall
-	// A login CouchDB rejected (bad credentials) is not retried for authRetry: every
-	// probe would otherwise cost CouchDB a pbkdf2 round. Callers get the same error.
+	// A login CouchDB rejected (bad credentials), or a session it rejected right after
+	// issuing it (a node that accepts the login and answers 401 to everything else), is
+	// not retried for authRetry: every retry costs CouchDB a pbkdf2 round. Callers get
+	// the same error meanwhile, at no cost to the node.
 	rejected   error
 	rejectedAt time.Time
 }
 
-// authRetry is how long a rejected login is remembered before the next attempt.
+// authRetry is how long a rejected login or session is remembered before the next login.
 const authRetry = 10 * time.Second
 
 type loginCall struct {
@@ -45,7 +47,7 @@ type loginCall struct {
 	err    error
 }
 
-func newSession(base http.RoundTripper, w *wire, node, user, password string, timeout time.Duration) (*session, error) {
+func newSession(login http.RoundTripper, base, node, user, password string, timeout time.Duration, secrets *redactor) (*session, error) {
 	body, err := json.Marshal(struct {
 		Name     string `json:"name"`
 		Password string `json:"password"`
@@ -53,16 +55,24 @@ func newSession(base http.RoundTripper, w *wire, node, user, password string, ti
 	if err != nil {
 		return nil, fmt.Errorf("encode login: %w", err)
 	}
-	return &session{base: base, wire: w, node: node, body: body, timeout: timeout}, nil
+	return &session{login: login, url: base + "/_session", node: node, body: body, timeout: timeout, secrets: secrets}, nil
 }
 
-func (s *session) RoundTrip(req *http.Request) (*http.Response, error) {
+// authRT sends each request with the session cookie; on a 401 it logs in again, once,
+// and retries. A session rejected on the retry too is not trusted again for authRetry.
+type authRT struct {
+	s    *session
+	base http.RoundTripper
+}
+
+func (a *authRT) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
+	s := a.s
 	cookie, gen, err := s.current(ctx)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := s.send(req, cookie)
+	resp, err := a.send(req, cookie)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
 	}
@@ -73,7 +83,7 @@ func (s *session) RoundTrip(req *http.Request) (*http.Response, error) {
 	// again, once, and retry.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
-	cookie, _, err = s.login(ctx, gen)
+	cookie, gen, err = s.relogin(ctx, gen)
 	if err != nil {
 		return nil, err
 	}
@@ -85,29 +95,24 @@ func (s *session) RoundTrip(req *http.Request) (*http.Response, error) {
 		req = req.Clone(ctx)
 		req.Body = body
 	}
-	return s.send(req, cookie)
-}
-
-func (s *session) send(req *http.Request, cookie string) (*http.Response, error) {
-	r := req.Clone(req.Context())
-	r.Header.Del("Authorization")
-	r.Header.Set("Cookie", sessionCookie+"="+cookie)
-	resp, err := s.base.RoundTrip(r)
-	if err == nil {
-		s.refresh(resp)
+	resp, err = a.send(req, cookie)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized {
+		s.distrust(gen)
 	}
 	return resp, err
 }
 
-// refresh keeps a cookie CouchDB re-issued on an ordinary reply (it does so once a
-// session is past part of its lifetime).
-func (s *session) refresh(resp *http.Response) {
-	if resp.StatusCode >= 300 {
-		return
+func (a *authRT) send(req *http.Request, cookie string) (*http.Response, error) {
+	r := req.Clone(req.Context())
+	r.Header.Del("Authorization")
+	r.Header.Set("Cookie", sessionCookie+"="+cookie)
+	resp, err := a.base.RoundTrip(r)
+	if err == nil && resp.StatusCode < 300 {
+		if c := authCookie(resp); c != "" {
+			a.s.keep(c) // CouchDB re-issues the cookie part-way through its life
+		}
 	}
-	if c := authCookie(resp); c != "" {
-		s.keep(c)
-	}
+	return resp, err
 }
 
 // authCookie is the AuthSession value resp sets, "" if none.
@@ -125,6 +130,7 @@ func authCookie(resp *http.Response) string {
 
 // keep replaces the current cookie with a re-issued one (not after a logout).
 func (s *session) keep(cookie string) {
+	s.secrets.addCookie(cookie)
 	s.mu.Lock()
 	if s.cookie != "" {
 		s.cookie = cookie
@@ -140,14 +146,27 @@ func (s *session) current(ctx context.Context) (string, uint64, error) {
 	if cookie != "" {
 		return cookie, gen, nil
 	}
-	return s.login(ctx, gen)
+	return s.relogin(ctx, gen)
 }
 
-// login obtains a fresh cookie unless one newer than generation stale exists already.
+// distrust marks the session of generation gen as rejected right after its login.
+func (s *session) distrust(gen uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gen != gen {
+		return
+	}
+	s.cookie = ""
+	s.rejected = &Error{Op: "login", Node: s.node, Reason: ReasonAuth, Status: http.StatusUnauthorized,
+		Err: fmt.Errorf("the node rejects the session it has just issued; next login in %v", authRetry)}
+	s.rejectedAt = time.Now()
+}
+
+// relogin obtains a fresh cookie unless one newer than generation stale exists already.
 // One login runs at a time; every caller waits for it (or for its own ctx). The login
 // itself is bounded by the node timeout, not by the first caller's context, so one
 // impatient caller cannot fail the login for the others.
-func (s *session) login(ctx context.Context, stale uint64) (string, uint64, error) {
+func (s *session) relogin(ctx context.Context, stale uint64) (string, uint64, error) {
 	s.mu.Lock()
 	if s.gen != stale && s.cookie != "" {
 		cookie, gen := s.cookie, s.gen
@@ -194,22 +213,38 @@ func (s *session) run(call *loginCall) {
 }
 
 func (s *session) post(ctx context.Context) (string, error) {
-	rep, err := s.wire.do(ctx, wreq{method: http.MethodPost, path: "/_session", body: s.body}, false)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(s.body))
 	if err != nil {
 		return "", s.fail(err)
 	}
-	if rep.status != http.StatusOK {
-		e := statusError("login", rep.status, bytes.NewReader(rep.body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", userAgent)
+	resp, err := s.login.RoundTrip(req)
+	if err != nil {
+		return "", s.fail(err)
+	}
+	defer resp.Body.Close()
+	// The reply is never quoted: a server or proxy that echoes the request would put the
+	// password into the error text. Only its status and CouchDB's error token are kept.
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil {
+		return "", s.fail(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		e := statusError("login", resp.StatusCode, body, false)
 		e.Node = s.node
 		return "", e
 	}
-	if rep.cookie == "" {
-		return "", &Error{Op: "login", Node: s.node, Reason: ReasonAuth, Status: rep.status, Err: errors.New("no AuthSession cookie in the reply")}
+	cookie := authCookie(resp)
+	if cookie == "" {
+		return "", &Error{Op: "login", Node: s.node, Reason: ReasonAuth, Status: resp.StatusCode, Err: errors.New("no AuthSession cookie in the reply")}
 	}
-	return rep.cookie, nil
+	s.secrets.addCookie(cookie)
+	return cookie, nil
 }
 
 func (s *session) fail(err error) *Error {
 	reason, status := classify(err)
-	return &Error{Op: "login", Node: s.node, Reason: reason, Status: status, Err: stripURL(err)}
+	return &Error{Op: "login", Node: s.node, Reason: reason, Status: status, Err: s.secrets.clean(stripURL(err))}
 }

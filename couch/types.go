@@ -59,18 +59,29 @@ type Reason string
 
 // The failure reasons; Classify maps any error to one of them.
 const (
-	ReasonRefused   Reason = "refused"   // connection refused or reset: process gone
+	ReasonRefused   Reason = "refused"   // connection refused, or closed/reset before a reply: process gone
 	ReasonTimeout   Reason = "timeout"   // deadline hit: hung or overloaded node
+	ReasonDNS       Reason = "dns"       // the host name does not resolve
+	ReasonTLS       Reason = "tls"       // certificate not trusted or not for this host, handshake refused
+	ReasonProtocol  Reason = "protocol"  // not HTTP, or the wrong one: https to a plain port, http to a TLS port, garbage
+	ReasonRedirect  Reason = "redirect"  // 3xx: something in between redirects; never followed
 	ReasonHTTP5xx   Reason = "http_5xx"  // server error
 	ReasonHTTP4xx   Reason = "http_4xx"  // unexpected client error (not auth)
-	ReasonAuth      Reason = "auth"      // 401/403 even after re-login
-	ReasonMalformed Reason = "malformed" // body is not the JSON we expect
-	ReasonTooLarge  Reason = "too_large" // body over the size cap
-	ReasonOther     Reason = "other"     // anything else (DNS, TLS, ...)
+	ReasonAuth      Reason = "auth"      // 401/403 even after re-login, or login refused
+	ReasonMalformed Reason = "malformed" // body is not the JSON we expect, or a value out of range
+	ReasonTooLarge  Reason = "too_large" // headers or body over their caps
+	ReasonOther     Reason = "other"     // anything else
 )
 
+// Reasons returns every Reason, in a fixed order (for metric label sets).
+func Reasons() []Reason {
+	return []Reason{ReasonRefused, ReasonTimeout, ReasonDNS, ReasonTLS, ReasonProtocol, ReasonRedirect,
+		ReasonHTTP5xx, ReasonHTTP4xx, ReasonAuth, ReasonMalformed, ReasonTooLarge, ReasonOther}
+}
+
 // Error is the error type every Node method returns for a failed call. It never holds
-// credentials.
+// a credential: a Node removes the password and session cookies from Err's text, even
+// when the server quoted them back (see Node).
 type Error struct {
 	Op     string // "up", "membership", "system", ...
 	Node   string
@@ -108,4 +119,8 @@ func errString(err error) string {
 const (
 	DefaultMaxBody = 1 << 20 // 1 MiB: a _system reply is ~5 KiB
 	DefaultTimeout = 2 * time.Second
+	// MaxHeaderBytes caps the status line and headers of every reply (CouchDB's are
+	// ~300 bytes): a node sending an endless header line or a header flood is cut off
+	// there, with ReasonTooLarge.
+	MaxHeaderBytes = 16 << 10
 )

@@ -142,7 +142,7 @@ func TestWireTLS(t *testing.T) {
 
 	untrusted := nodeFor(t, s.URL, couch.Options{})
 	_, err := untrusted.Up(context.Background())
-	checkErr(t, err, couch.ReasonOther) // unknown authority
+	checkErr(t, err, couch.ReasonTLS) // unknown authority
 
 	n := nodeFor(t, s.URL, couch.Options{TLS: tlsConfig(roots)})
 	for range 3 {
