@@ -181,7 +181,7 @@ func TestServerSideDryRun(t *testing.T) {
 	kc := kubectl(t)
 	runtimeMode := run(t, nil, nil, kc, "kustomize", "kubernetes/example")
 	agentMode := run(t, readFile(t, "kubernetes/example/cht-chart-sample.yaml"),
-		[]string{"KUSTOMIZE=" + kc + " kustomize", "COUCHWATCH_NAMESPACE=cht", "COUCHWATCH_MODE=agent"},
+		[]string{"KUSTOMIZE=" + kc + " kustomize", "COUCHWATCH_NAMESPACE=cht", "COUCHWATCH_MODE=agent", "COUCHWATCH_IMAGE=medic/couchwatch:v0.1.0"},
 		"kubernetes/post-renderer/couchwatch-post-renderer.sh")
 
 	env := &envtest.Environment{

@@ -37,7 +37,7 @@ const (
 	haproxyCfgFile = "haproxy/couchwatch.cfg"
 	entrypointFile = "haproxy/docker-entrypoint.sh"
 
-	genRule       = "kubernetes/base/prometheusrule.yaml"
+	genRule       = "kubernetes/components/prometheus-operator/prometheusrule.yaml"
 	genDashboard  = "kubernetes/base/grafana-dashboard.yaml"
 	genHAProxyCM  = "kubernetes/components/runtime-api/haproxy-configmap.yaml"
 	genComposeCfg = "compose/couchwatch/couchwatch.cfg"
@@ -630,8 +630,8 @@ func TestPostRenderer(t *testing.T) {
 
 	// Rebalance: opt-in, adds the eviction binding and turns the variable on.
 	rb := splitYAML(t, run(t, sample, append(env, "COUCHWATCH_MODE=agent", "COUCHWATCH_REBALANCE=true"), script))
-	binding := find(t, rb, "ClusterRoleBinding", "couchwatch-rebalance")
-	if get(binding, "roleRef", "name") != "couchwatch-rebalance" || get(binding, "subjects", "name=couchwatch", "namespace") != "cht" {
+	binding := find(t, rb, "ClusterRoleBinding", "couchwatch-rebalance-cht")
+	if get(binding, "roleRef", "name") != "couchwatch-rebalance-cht" || get(binding, "subjects", "name=couchwatch", "namespace") != "cht" {
 		t.Errorf("rebalance binding %v", binding)
 	}
 	rcw := get(find(t, rb, "Deployment", "cht-haproxy"), "spec", "template", "spec", "containers", "name=couchwatch")
@@ -639,13 +639,13 @@ func TestPostRenderer(t *testing.T) {
 		t.Errorf("rebalance on: env %v", get(rcw, "env"))
 	}
 	for _, o := range agent {
-		if o.kind() == "ClusterRoleBinding" && o.name() == "couchwatch-rebalance" {
+		if o.kind() == "ClusterRoleBinding" && strings.HasPrefix(o.name(), "couchwatch-rebalance") {
 			t.Error("the eviction binding is there without COUCHWATCH_REBALANCE=true")
 		}
 	}
 
 	cmd := exec.CommandContext(t.Context(), script)
-	cmd.Env = append(os.Environ(), "COUCHWATCH_MODE=bogus")
+	cmd.Env = append(os.Environ(), "COUCHWATCH_MODE=bogus", "COUCHWATCH_IMAGE=medic/couchwatch:v0.1.0")
 	cmd.Stdin = bytes.NewReader(sample)
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "COUCHWATCH_MODE") {
 		t.Errorf("bogus mode: err %v, output %q; want a failure naming COUCHWATCH_MODE", err, out)
