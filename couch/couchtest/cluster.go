@@ -49,6 +49,7 @@ type Cluster struct {
 	sessions map[string]bool   // valid AuthSession values (cluster-wide, like the shared secret)
 	config   map[string]string // "section/key" -> value
 	closed   bool
+	dbs      []string // databases (shards.go); nil: CHT's
 }
 
 // Start runs n nodes named couchdb1@127.0.0.1 ... couchdbN@127.0.0.1.

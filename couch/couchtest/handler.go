@@ -88,7 +88,10 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		delay += set.perInflight * time.Duration(inflight)
 		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
 	}
-	status, body := n.route(r, class, set)
+	status, body, handled := n.routeMore(w, r)
+	if !handled {
+		status, body = n.route(r, class, set)
+	}
 	switch set.fault {
 	case Fault5xx:
 		status, body = http.StatusInternalServerError, []byte(bodyServerErr)
@@ -221,7 +224,9 @@ func (n *Node) reply(ctx context.Context, w http.ResponseWriter, status int, bod
 	h := w.Header()
 	h.Set("Server", serverHeader)
 	h.Set("Cache-Control", "must-revalidate")
-	h.Set("Content-Type", "application/json")
+	if h.Get("Content-Type") == "" {
+		h.Set("Content-Type", "application/json")
+	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set("X-CouchDB-Body-Time", "0")
 	if id, err := randomHex(5); err == nil {
