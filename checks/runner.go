@@ -65,7 +65,8 @@ type Status struct {
 	// couch removes secrets from it (password, session cookies, even ones the server
 	// quoted back); Reason holds only its bounded class.
 	LastError   string
-	LastProbe   time.Time
+	LastProbe   time.Time // last /_up probe, answered or not
+	LastOK      time.Time // last /_up probe the node answered (ok or maintenance)
 	LatencyEWMA time.Duration
 	Score       float64 // smoothed load score; valid if ScoreKnown
 	ScoreKnown  bool
@@ -253,7 +254,7 @@ func (r *Runner) recordUp(rn *runNode, up couch.Up, d time.Duration, err error) 
 		rn.status.LastError = err.Error()
 	}
 	if err == nil {
-		rn.status.UpStatus = up.Status
+		rn.status.UpStatus, rn.status.LastOK = up.Status, now
 		a := r.cfg.Load.LatencyEWM
 		if rn.status.LatencyEWMA == 0 {
 			rn.status.LatencyEWMA = d
