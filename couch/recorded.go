@@ -6,7 +6,7 @@ import "embed"
 // says how each was taken). couchtest serves them and the tests of other packages read them;
 // the linker leaves them out of a binary that never calls Recorded, such as couchwatch.
 //
-//go:embed testdata/*.json
+//go:embed testdata/*.json testdata/prometheus.txt
 var recorded embed.FS
 
 // Recorded returns the body of one recorded CouchDB 3.4.3 reply by its file name under

@@ -50,6 +50,9 @@ type Config struct {
 	Policy PolicyConfig
 	Checks checks.Config
 	Kube   kube.Config // its DryRun is DryRun above
+
+	CouchMetrics CouchMetricsConfig // couchmetrics.go
+	Shards       ShardsConfig       // blast.go
 }
 
 // loadConfig reads the environment through l and validates it. The error names every
@@ -181,7 +184,7 @@ func (c Config) Validate() error {
 			errs = append(errs, err)
 		}
 	}
-	for _, err := range []error{c.Policy.Validate(), c.Checks.Validate(), c.Kube.Validate()} {
+	for _, err := range []error{c.Policy.Validate(), c.Checks.Validate(), c.Kube.Validate(), c.CouchMetrics.Validate(), c.Shards.Validate()} {
 		if err != nil {
 			errs = append(errs, err)
 		}

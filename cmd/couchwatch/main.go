@@ -138,6 +138,11 @@ type app struct {
 	failOpenTotal   prometheus.Counter
 	budgetExhausted prometheus.Gauge
 
+	timeline *timeline     // decisions, for the status page (status.go)
+	history  *history      // load and latency per node, for the status page
+	couchm   *couchMetrics // CouchDB's own metrics, nil when off
+	shards   *shardWatcher // the n=1 blast radius, nil when off
+
 	mu   sync.Mutex
 	last passState
 }
@@ -154,6 +159,8 @@ type passState struct {
 	observed   *haproxy.Observed
 	haproxyErr error
 	pstate     policyState
+	commands   []haproxy.Command // sent this pass
+	skips      []haproxy.Skip    // refused by the safety rules this pass
 }
 
 func newApp(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*app, error) {
@@ -167,6 +174,7 @@ func newApp(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*app, error
 	}
 	a := &app{cfg: cfg, log: log, reg: reg, targets: targets, explMap: explMap}
 	a.last.pstate = newPolicyState()
+	a.timeline, a.history = newTimeline(timelineSize), newHistory(historySpan, historyStep)
 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_build_info",
@@ -190,6 +198,12 @@ func newApp(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*app, error
 		a.nodes = append(a.nodes, n)
 	}
 	a.runner = checks.NewRunner(cfg.Checks, a.nodes, log, checks.NewMetrics(reg), nil)
+	if cfg.CouchMetrics.On {
+		a.couchm = newCouchMetrics(cfg.CouchMetrics, a.nodes, log, reg)
+	}
+	if cfg.Shards.Refresh > 0 {
+		a.shards = newShardWatcher(cfg.Shards, cfg.Checks.SystemTimeout, a.nodes, a.runner.Snapshot, log, a.timeline, reg)
+	}
 
 	a.hm = haproxy.NewMetrics(reg)
 	if cfg.HAProxy.Socket != "" {
@@ -213,7 +227,7 @@ func newApp(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*app, error
 		for i, t := range targets {
 			names[i] = t.Name
 		}
-		a.kube, err = kube.NewController(cfg.Kube, client, names, log, km, nil)
+		a.kube, err = kube.NewController(cfg.Kube, client, names, a.timeline.tee(log, evKube), km, nil)
 		if err != nil {
 			// Kubernetes is an extra: HAProxy steering must not depend on it.
 			log.Error("kubernetes flagging off: cannot set it up; checks and haproxy steering go on", "err", err)
@@ -269,6 +283,12 @@ func (a *app) run(ctx context.Context, httpLn, agentLn net.Listener) error {
 		})
 	}
 	start(func() error { a.loop(ctx); return nil })
+	if a.couchm != nil {
+		start(func() error { a.couchm.run(ctx); return nil })
+	}
+	if a.shards != nil {
+		start(func() error { a.shards.run(ctx); return nil })
+	}
 
 	<-ctx.Done()
 	shutCtx, c := context.WithTimeout(context.Background(), 5*time.Second)

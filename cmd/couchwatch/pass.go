@@ -35,11 +35,11 @@ func (a *app) pass(ctx context.Context, useRuntime bool) error {
 		ps.dec, ps.pstate = decide(a.policyConfig(), a.cfg.HAProxy.Backend, statuses, ps.servers, nil, prev.pstate, now)
 		obs := assumedObserved(a.cfg.HAProxy.Backend, ps.servers)
 		_, skips := haproxy.Plan(ps.dec.Desired, obs, budget)
-		ps.effective = effective(ps.dec.Desired, obs, skips)
+		ps.effective, ps.skips = effective(ps.dec.Desired, obs, skips), skips
 	case !useRuntime:
 		// Backing off after a HAProxy error: keep what we knew.
 		ps.servers, ps.unmapped, ps.unwatched, ps.dec, ps.effective, ps.observed = prev.servers, prev.unmapped, prev.unwatched, prev.dec, prev.effective, prev.observed
-		ps.haproxyErr = prev.haproxyErr
+		ps.haproxyErr, ps.skips = prev.haproxyErr, prev.skips
 	default:
 		res, err := a.rec.ReconcileWith(ctx, func(obs haproxy.Observed) haproxy.Desired {
 			ps.servers, ps.unmapped = mapServers(ctx, a.targets, a.explMap, &obs)
@@ -51,9 +51,11 @@ func (a *app) pass(ctx context.Context, useRuntime bool) error {
 			herr = err
 			ps.haproxyErr = err
 			ps.servers, ps.unmapped, ps.unwatched, ps.dec, ps.effective = prev.servers, prev.unmapped, prev.unwatched, prev.dec, prev.effective
+			ps.skips = prev.skips
 		} else {
 			ps.observed = &res.Observed
 			ps.effective = effective(ps.dec.Desired, res.Observed, res.Skipped)
+			ps.commands, ps.skips = res.Commands, res.Skipped
 		}
 	}
 
@@ -84,6 +86,7 @@ func (a *app) pass(ctx context.Context, useRuntime bool) error {
 		a.kube.Update(loads)
 	}
 
+	a.recordPass(prev, ps) // timeline and charts (status page)
 	a.mu.Lock()
 	a.last = ps
 	a.mu.Unlock()

@@ -1,23 +1,23 @@
 package couchtest
 
 import (
-	_ "embed"
 	"net/http"
+
+	"github.com/medic/couchwatch/couch"
 )
 
-// promReply is GET /_node/_local/_prometheus as CouchDB 3.4.3 answered it, byte for
-// byte (testdata/prometheus.txt, copied from couch/testdata), including its quirk: for
-// 167 metrics "# HELP ..." and "# TYPE ..." share one line.
-//
-//go:embed testdata/prometheus.txt
-var promReply []byte
-
-// prometheus answers /_node/_local/_prometheus with the recorded reply and its
-// Content-Type (text/plain; version=2.0).
+// prometheus answers /_node/_local/_prometheus with the reply CouchDB 3.4.3 gave, byte
+// for byte (couch/testdata/prometheus.txt) and its Content-Type (text/plain;
+// version=2.0), quirk included: for 167 metrics the "# HELP" line ends with a bare CR,
+// so "# TYPE" shares its line.
 func (n *Node) prometheus(w http.ResponseWriter, r *http.Request) (int, []byte, bool) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return methodNotAllowed("GET,HEAD")
 	}
+	body, err := couch.Recorded("prometheus.txt")
+	if err != nil {
+		return http.StatusInternalServerError, []byte(bodyServerErr), true
+	}
 	w.Header().Set("Content-Type", "text/plain; version=2.0")
-	return http.StatusOK, promReply, true
+	return http.StatusOK, body, true
 }

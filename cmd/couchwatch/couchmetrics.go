@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/medic/couchwatch/couch"
+)
+
+// CouchMetricsConfig sets the re-export of CouchDB's own metrics.
+//
+// On by default: most CHT sites are single-node, where there is nothing to steer and
+// visibility is what couchwatch adds; CouchDB's /_node/_local/_prometheus needs admin
+// credentials, which couchwatch already holds and a site's monitoring should not
+// (cht-core #11074). A scrape of /metrics never calls CouchDB: it serves the last
+// scrape, taken every Interval with its own deadline and size bounds.
+type CouchMetricsConfig struct {
+	On        bool          `env:"COUCHWATCH_COUCHDB_METRICS, default=true" desc:"re-export each node's /_node/_local/_prometheus on /metrics with a node label (couchwatch's credentials; on: single-node sites need it most)"`
+	Interval  time.Duration `env:"COUCHWATCH_COUCHDB_METRICS_INTERVAL, default=30s" desc:"how often each node's CouchDB metrics are scraped (/metrics serves the last scrape)"`
+	Timeout   time.Duration `env:"COUCHWATCH_COUCHDB_METRICS_TIMEOUT, default=5s" desc:"deadline of one scrape of a node's CouchDB metrics"`
+	MaxSeries int           `env:"COUCHWATCH_COUCHDB_METRICS_MAX_SERIES, default=5000" desc:"most series accepted from one node's scrape (CouchDB 3.4.3 sends ~560)"`
+}
+
+// Validate reports every problem at once.
+func (c CouchMetricsConfig) Validate() error {
+	var errs []error
+	if c.Interval <= 0 {
+		errs = append(errs, fmt.Errorf("COUCHWATCH_COUCHDB_METRICS_INTERVAL must be > 0, got %s", c.Interval))
+	}
+	if c.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("COUCHWATCH_COUCHDB_METRICS_TIMEOUT must be > 0, got %s", c.Timeout))
+	}
+	if c.MaxSeries < 1 {
+		errs = append(errs, fmt.Errorf("COUCHWATCH_COUCHDB_METRICS_MAX_SERIES must be >= 1, got %d", c.MaxSeries))
+	}
+	return errors.Join(errs...)
+}
+
+// couchMetrics scrapes every node's /_node/_local/_prometheus and serves the last
+// good scrape of each with a node label (the COUCHDB_SERVERS name). It is an unchecked
+// collector: CouchDB decides its metric names.
+type couchMetrics struct {
+	cfg   CouchMetricsConfig
+	nodes []*couch.Node
+	log   *slog.Logger
+
+	success  *prometheus.GaugeVec
+	duration *prometheus.GaugeVec
+	lastOK   *prometheus.GaugeVec
+	series   *prometheus.GaugeVec
+
+	mu   sync.Mutex
+	last map[string][]prometheus.Metric // node -> metrics of the last good scrape
+	fail map[string]string              // node -> last failure reason, for logs on change
+}
+
+func newCouchMetrics(cfg CouchMetricsConfig, nodes []*couch.Node, log *slog.Logger, reg prometheus.Registerer) *couchMetrics {
+	c := &couchMetrics{cfg: cfg, nodes: nodes, log: log, last: map[string][]prometheus.Metric{}, fail: map[string]string{},
+		success: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_couchdb_metrics_scrape_success",
+			Help: "1 if the last scrape of the node's /_node/_local/_prometheus succeeded."}, []string{"node"}),
+		duration: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_couchdb_metrics_scrape_duration_seconds",
+			Help: "Duration of the last scrape of the node's /_node/_local/_prometheus."}, []string{"node"}),
+		lastOK: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_couchdb_metrics_last_success_timestamp_seconds",
+			Help: "Unix time of the last good scrape of the node's CouchDB metrics (what couchdb_* series show)."}, []string{"node"}),
+		series: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_couchdb_metrics_series",
+			Help: "CouchDB series re-exported for the node from its last good scrape."}, []string{"node"}),
+	}
+	for _, n := range nodes {
+		c.success.WithLabelValues(n.Name())
+		c.series.WithLabelValues(n.Name())
+	}
+	reg.MustRegister(c, c.success, c.duration, c.lastOK, c.series)
+	return c
+}
+
+// Describe sends nothing: an unchecked collector (CouchDB's names are not known in advance).
+func (c *couchMetrics) Describe(chan<- *prometheus.Desc) {}
+
+// Collect serves the last good scrape of every node. Families are checked when they are
+// scraped, so what is sent here never fails a /metrics scrape.
+func (c *couchMetrics) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ms := range c.last {
+		for _, m := range ms {
+			ch <- m
+		}
+	}
+}
+
+// run scrapes every node every Interval until ctx ends, the nodes one after the other
+// (a hung node costs at most Timeout of the round).
+func (c *couchMetrics) run(ctx context.Context) {
+	t := time.NewTicker(c.cfg.Interval)
+	defer t.Stop()
+	for {
+		for _, n := range c.nodes {
+			if ctx.Err() != nil {
+				return
+			}
+			c.scrape(ctx, n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (c *couchMetrics) scrape(ctx context.Context, n *couch.Node) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	start := time.Now()
+	ms, err := c.fetch(ctx, n)
+	c.duration.WithLabelValues(n.Name()).Set(time.Since(start).Seconds())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled) {
+			return // shutting down
+		}
+		c.success.WithLabelValues(n.Name()).Set(0)
+		reason := string(couch.Classify(err))
+		if c.fail[n.Name()] != reason {
+			c.log.Warn("couchdb metrics scrape failed: serving the last good scrape", "node", n.Name(), "reason", reason, "err", err)
+		}
+		c.fail[n.Name()] = reason
+		return
+	}
+	// The union of every node's metrics must gather cleanly (nodes on different
+	// CouchDB versions could disagree on a family's help or labels): a scrape that
+	// would break couchwatch's own /metrics is refused, the last good one stays.
+	union := constCollector(ms)
+	for name, other := range c.last {
+		if name != n.Name() {
+			union = append(union, other...)
+		}
+	}
+	if err := gathers(union); err != nil {
+		c.success.WithLabelValues(n.Name()).Set(0)
+		if c.fail[n.Name()] != "inconsistent" {
+			c.log.Warn("couchdb metrics of this node disagree with another node's: serving its last good scrape", "node", n.Name(), "err", err)
+		}
+		c.fail[n.Name()] = "inconsistent"
+		return
+	}
+	if c.fail[n.Name()] != "" {
+		c.log.Info("couchdb metrics scrape works again", "node", n.Name())
+	}
+	delete(c.fail, n.Name())
+	c.last[n.Name()] = ms
+	c.success.WithLabelValues(n.Name()).Set(1)
+	c.lastOK.WithLabelValues(n.Name()).Set(float64(time.Now().UnixNano()) / 1e9)
+	c.series.WithLabelValues(n.Name()).Set(float64(len(ms)))
+}
+
+// gathers reports whether ms gather cleanly in a registry of their own.
+func gathers(ms constCollector) error {
+	probe := prometheus.NewPedanticRegistry()
+	if err := probe.Register(ms); err != nil {
+		return err
+	}
+	_, err := probe.Gather()
+	return err
+}
+
+// fetch scrapes and converts one node's metrics, and proves them in a throwaway
+// registry, so that nothing a node sends can break couchwatch's own /metrics.
+func (c *couchMetrics) fetch(ctx context.Context, n *couch.Node) ([]prometheus.Metric, error) {
+	body, err := n.Prometheus(ctx)
+	if err != nil {
+		return nil, err
+	}
+	fams, err := couch.ParsePrometheus(body, c.cfg.MaxSeries)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", n.Name(), err)
+	}
+	ms := withNode(fams, n.Name())
+	if err := gathers(ms); err != nil {
+		return nil, &couch.Error{Op: "prometheus", Node: n.Name(), Reason: couch.ReasonMalformed, Err: err}
+	}
+	return ms, nil
+}
+
+type constCollector []prometheus.Metric
+
+func (constCollector) Describe(chan<- *prometheus.Desc) {}
+func (c constCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, m := range c {
+		ch <- m
+	}
+}
+
+// withNode turns parsed families into const metrics carrying node="<name>". CouchDB's
+// own node label (the peer of erlang_distribution metrics) becomes exported_node, as
+// Prometheus does with honor_labels off.
+func withNode(fams map[string]*dto.MetricFamily, node string) []prometheus.Metric {
+	names := make([]string, 0, len(fams))
+	for name := range fams {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var out []prometheus.Metric
+	for _, name := range names {
+		f := fams[name]
+		for _, m := range f.GetMetric() {
+			keys := []string{"node"}
+			vals := []string{node}
+			for _, lp := range m.GetLabel() {
+				k := lp.GetName()
+				if k == "node" {
+					k = "exported_node"
+				}
+				if f.GetType() == dto.MetricType_SUMMARY && k == "quantile" || f.GetType() == dto.MetricType_HISTOGRAM && k == "le" {
+					continue
+				}
+				keys, vals = append(keys, k), append(vals, lp.GetValue())
+			}
+			desc := prometheus.NewDesc(name, f.GetHelp(), keys, nil)
+			var pm prometheus.Metric
+			var err error
+			switch f.GetType() {
+			case dto.MetricType_COUNTER:
+				pm, err = prometheus.NewConstMetric(desc, prometheus.CounterValue, m.GetCounter().GetValue(), vals...)
+			case dto.MetricType_GAUGE:
+				pm, err = prometheus.NewConstMetric(desc, prometheus.GaugeValue, m.GetGauge().GetValue(), vals...)
+			case dto.MetricType_UNTYPED:
+				pm, err = prometheus.NewConstMetric(desc, prometheus.UntypedValue, m.GetUntyped().GetValue(), vals...)
+			case dto.MetricType_SUMMARY:
+				s := m.GetSummary()
+				q := make(map[float64]float64, len(s.GetQuantile()))
+				for _, x := range s.GetQuantile() {
+					q[x.GetQuantile()] = x.GetValue()
+				}
+				pm, err = prometheus.NewConstSummary(desc, s.GetSampleCount(), s.GetSampleSum(), q, vals...)
+			case dto.MetricType_HISTOGRAM:
+				h := m.GetHistogram()
+				b := make(map[float64]uint64, len(h.GetBucket()))
+				for _, x := range h.GetBucket() {
+					b[x.GetUpperBound()] = x.GetCumulativeCount()
+				}
+				pm, err = prometheus.NewConstHistogram(desc, h.GetSampleCount(), h.GetSampleSum(), b, vals...)
+			default:
+				continue
+			}
+			if err == nil {
+				out = append(out, pm)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"github.com/medic/couchwatch/checks"
+	"github.com/medic/couchwatch/haproxy"
+)
+
+// recordPass turns what changed between two passes into timeline events and feeds the
+// charts. It is the one hook the main loop calls for the status page.
+func (a *app) recordPass(prev, ps passState) {
+	a.history.observe(ps.at, ps.statuses)
+	if a.shards != nil {
+		a.shards.update(ps.at, ps.statuses, ps.dec.FailOpen)
+	}
+	tl := a.timeline
+	was := make(map[string]checks.Status, len(prev.statuses))
+	for _, st := range prev.statuses {
+		was[st.Node] = st
+	}
+	for _, st := range ps.statuses {
+		old, ok := was[st.Node]
+		if !ok || old.Verdict == st.Verdict {
+			continue
+		}
+		tl.add(Event{At: st.Since, Kind: evVerdict, Node: st.Node, Server: ps.servers[st.Node],
+			Text: old.Verdict.String() + " → " + st.Verdict.String(), Reason: st.Reason})
+	}
+	nodeOf := make(map[string]string, len(ps.servers))
+	for n, s := range ps.servers {
+		nodeOf[s] = n
+	}
+	for _, c := range ps.commands {
+		text := c.Text
+		if a.cfg.DryRun {
+			text = "dry run: " + text
+		}
+		reason := c.Reason
+		if c.Detail != "" && c.Detail != c.Reason {
+			reason += ": " + c.Detail
+		}
+		tl.add(Event{At: ps.at, Kind: evCommand, Node: nodeOf[c.Server], Server: c.Server, Text: text, Reason: reason})
+	}
+	seen := make(map[haproxy.Skip]bool, len(prev.skips))
+	for _, s := range prev.skips {
+		seen[s] = true
+	}
+	for _, s := range ps.skips {
+		if !seen[s] {
+			tl.add(Event{At: ps.at, Kind: evRefused, Node: nodeOf[s.Server], Server: s.Server,
+				Text: "refused " + string(s.Want), Reason: s.Reason + " (" + skipRule(s.Reason) + ")"})
+		}
+	}
+	switch {
+	case ps.dec.FailOpen && !prev.dec.FailOpen:
+		tl.add(Event{At: ps.at, Kind: evFailOpen, Text: "fail open began: every server handed back to HAProxy",
+			Reason: "every node looks bad at once: more likely couchwatch's own view than the cluster (rule 1)"})
+	case !ps.dec.FailOpen && prev.dec.FailOpen:
+		tl.add(Event{At: ps.at, Kind: evFailOpen, Text: "fail open ended", Reason: "a node answers again"})
+	}
+	switch {
+	case ps.dec.BudgetExhausted && !prev.dec.BudgetExhausted:
+		tl.add(Event{At: ps.at, Kind: evBudget, Text: "load-drain budget used up: another saturated node stays in rotation at minimum weight",
+			Reason: "COUCHWATCH_MAX_LOAD_DRAINS (rule 2)"})
+	case !ps.dec.BudgetExhausted && prev.dec.BudgetExhausted:
+		tl.add(Event{At: ps.at, Kind: evBudget, Text: "load-drain budget free again"})
+	}
+	switch {
+	case ps.haproxyErr != nil && prev.haproxyErr == nil:
+		tl.add(Event{At: ps.at, Kind: evHAProxy, Text: "runtime API failed: keeping the last known state", Reason: ps.haproxyErr.Error()})
+	case ps.haproxyErr == nil && prev.haproxyErr != nil:
+		tl.add(Event{At: ps.at, Kind: evHAProxy, Text: "runtime API answers again"})
+	}
+}
+
+// skipRule names the safety rule (DESIGN.md §3) behind a refusal of Plan.
+func skipRule(reason string) string {
+	switch reason {
+	case haproxy.SkipLastReady:
+		return "rule 1: never the last ready server (COUCHWATCH_MIN_READY)"
+	case haproxy.SkipNotVerified:
+		return "rule 3: ready only after passing its checks"
+	case haproxy.SkipNoSuchServer:
+		return "the server is not in HAProxy's backend"
+	}
+	return "refused by Plan"
+}
