@@ -189,6 +189,8 @@ func probeFailure(st checks.Status) string {
 		return "no answer at all (authenticated and unauthenticated requests)"
 	case st.AuthBlocked:
 		return "authenticated requests time out while an unauthenticated one answers 401: authentication waits on a hung peer"
+	case st.LastError != "":
+		return st.LastError // redacted by couch
 	case st.Verdict == checks.Down:
 		return st.Reason
 	}
