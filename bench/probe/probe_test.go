@@ -1,5 +1,7 @@
-// Package probe benchmarks one probe's cost: couchwatch's own client and parsers
-// against net/http and encoding/json doing the same work, in the same run.
+// Package probe benchmarks one probe's cost: couchwatch's path (net/http under its
+// session, body cap and watched connection; encoding/json with its checks) against the
+// bare standard library doing the same work, in the same run: what couchwatch's own
+// layers cost on top.
 //
 //	go test -run XXX -bench . -benchmem ./bench/probe
 //
@@ -47,7 +49,8 @@ func membership(n int) []byte {
 	return b
 }
 
-// The baselines: what a plain encoding/json decode of the same fields looks like.
+// The baselines: a bare encoding/json decode of the same fields, without couchwatch's
+// checks (presence, ranges, histogram shapes).
 
 func systemWithEncodingJSON(b []byte) (run int64, couchFileP99 int64, err error) {
 	var doc struct {

@@ -1,11 +1,13 @@
-// Command scale measures couchwatch against a large cluster: N simulated CouchDB nodes
-// (default 300) in one backend of a real HAProxy, couchwatch at its default intervals.
-// It reports couchwatch's CPU (% of one core) and RSS over a window, the duration of
-// its reconcile passes (from its own histogram), and the time from stopping K nodes
-// until HAProxy shows all K out of rotation; and the same with a small baseline
-// cluster (default 3) in the same run, to give ratios:
+// Command scale measures couchwatch's footprint at the cluster sizes sites have: for
+// each size (default 3, 30 and 300 simulated CouchDB nodes) one backend of a real
+// HAProxy, couchwatch at its default intervals, built as the Dockerfile builds it. It
+// reports couchwatch's CPU (% of one core) and RSS over a window against the targets
+// (3 nodes: <= 1 % and <= 48 MiB, the deployment's request; 30 nodes: <= 3 % and
+// <= 64 MiB; 300 nodes: a report only), the duration of its reconcile passes (from its
+// own histogram), and the time from stopping K nodes until HAProxy shows all K out of
+// rotation; ratios against the first size of the same run:
 //
-//	go run ./bench/scale [-nodes 300] [-baseline 3] [-window 60s] [-stop 10]
+//	go run ./bench/scale [-sizes 3,30,300] [-window 60s] [-stop 10]
 //
 // See bench/README.md.
 package main
@@ -20,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -30,26 +33,31 @@ import (
 )
 
 type config struct {
-	Nodes, Baseline int
-	Window          time.Duration
-	Settle          time.Duration
-	Stop            int
-	ReadyTimeout    time.Duration
-	ChangeTimeout   time.Duration
+	Sizes         []int // cluster sizes, the first is the baseline of the ratios
+	Window        time.Duration
+	Settle        time.Duration
+	Stop          int
+	ReadyTimeout  time.Duration
+	ChangeTimeout time.Duration
 	// Env is extra couchwatch environment (NAME=value), for diagnostic runs; the
 	// benchmark proper runs couchwatch at its defaults.
 	Env map[string]string
 }
 
 func defaultConfig() config {
-	return config{Nodes: 300, Baseline: 3, Window: 60 * time.Second, Settle: 5 * time.Second, Stop: 10,
+	return config{Sizes: []int{3, 30, 300}, Window: 60 * time.Second, Settle: 5 * time.Second, Stop: 10,
 		ReadyTimeout: 2 * time.Minute, ChangeTimeout: 30 * time.Second}
 }
 
 func (c config) validate() error {
 	var errs []error
-	if c.Nodes < 2 || c.Nodes > 2000 || c.Baseline < 2 || c.Baseline > 2000 {
-		errs = append(errs, errors.New("-nodes and -baseline must be 2..2000"))
+	if len(c.Sizes) == 0 {
+		errs = append(errs, errors.New("-sizes: at least one size"))
+	}
+	for _, n := range c.Sizes {
+		if n < 2 || n > 2000 {
+			errs = append(errs, fmt.Errorf("-sizes: %d is not 2..2000", n))
+		}
 	}
 	if c.Window <= 0 || c.Window > 30*time.Minute || c.Settle < 0 || c.ReadyTimeout <= 0 || c.ChangeTimeout <= 0 {
 		errs = append(errs, errors.New("need 0 < -window <= 30m and positive timeouts"))
@@ -67,14 +75,22 @@ func main() {
 func mainErr() int {
 	cfg := defaultConfig()
 	fs := flag.NewFlagSet("scale", flag.ContinueOnError)
-	fs.IntVar(&cfg.Nodes, "nodes", cfg.Nodes, "simulated nodes in the large run")
-	fs.IntVar(&cfg.Baseline, "baseline", cfg.Baseline, "simulated nodes in the baseline run")
+	sizes := fs.String("sizes", "3,30,300", "cluster sizes to measure, comma-separated (the first is the ratios' baseline)")
 	fs.DurationVar(&cfg.Window, "window", cfg.Window, "CPU/RSS measurement window")
 	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "wait after every node is up before measuring")
 	fs.IntVar(&cfg.Stop, "stop", cfg.Stop, "nodes stopped for the forced change (at most a third of the cluster, at least 1)")
 	env := fs.String("env", "", "extra couchwatch environment for a diagnostic run, NAME=value,... (default: none, couchwatch defaults)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
+	}
+	cfg.Sizes = nil
+	for _, f := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "scale: -sizes entry %q is not a number\n", f)
+			return 2
+		}
+		cfg.Sizes = append(cfg.Sizes, n)
 	}
 	cfg.Env = map[string]string{}
 	for _, kv := range strings.Split(*env, ",") {
@@ -134,7 +150,7 @@ func run(ctx context.Context, cfg config, out, progress io.Writer) ([]row, error
 	}
 	started := time.Now()
 	var rows []row
-	for _, n := range []int{cfg.Baseline, cfg.Nodes} {
+	for _, n := range cfg.Sizes {
 		fmt.Fprintf(progress, "%d nodes: measuring over %s ...\n", n, cfg.Window)
 		r, err := measure(ctx, cfg, bin, n)
 		if err != nil {
@@ -289,6 +305,28 @@ func secs(s float64) string {
 	return benchkit.Ms(time.Duration(s * float64(time.Second)))
 }
 
+// target is a footprint target: CPU in % of one core and RSS in MiB.
+type target struct{ cpu, rss float64 }
+
+// targets by cluster size (issue 11.5): 3 nodes within the deployment's memory request,
+// 30 nodes; larger sizes are reported only.
+var targets = map[int]target{3: {cpu: 1, rss: 48}, 30: {cpu: 3, rss: 64}}
+
+func judge(r row) string {
+	tg, ok := targets[r.Nodes]
+	if !ok {
+		return "report only"
+	}
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "MISSED"
+	}
+	return fmt.Sprintf("CPU <= %.0f %%: %s; RSS <= %.0f MiB: %s", tg.cpu, verdict(r.Usage.CPUPercent <= tg.cpu),
+		tg.rss, verdict(r.Usage.RSSMiB <= tg.rss))
+}
+
 func write(w io.Writer, cfg config, started time.Time, rows []row) {
 	fmt.Fprintf(w, "# scale: %s, %s/%s, %d CPUs, HAProxy 2.6\n", started.UTC().Format("2006-01-02 15:04 MST"),
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
@@ -297,9 +335,17 @@ func write(w io.Writer, cfg config, started time.Time, rows []row) {
 	} else {
 		fmt.Fprintf(w, "\ncouchwatch with %v (diagnostic run; the rest at defaults),\n", cfg.Env)
 	}
-	fmt.Fprintf(w, "one HAProxy backend with every node as a server (no HAProxy checks); idle nodes, no client load.\n")
-	fmt.Fprintf(w, "CPU in %% of one core and RSS over %s; pass = couchwatch_haproxy_reconcile_duration_seconds over the same window\n", cfg.Window)
-	fmt.Fprintf(w, "(mean = sum/count; p99 and max are bucket upper bounds); forced change = stop K nodes, time until HAProxy shows all K out.\n")
+	fmt.Fprintf(w, "built as the Dockerfile builds it (static, stripped); one HAProxy backend with every node as a server (no HAProxy checks);\n")
+	fmt.Fprintf(w, "idle nodes, no client load. CPU in %% of one core and RSS over %s; pass = couchwatch_haproxy_reconcile_duration_seconds\n", cfg.Window)
+	fmt.Fprintf(w, "over the same window (mean = sum/count; p99 and max are bucket upper bounds); forced change = stop K nodes, time until HAProxy shows all K out.\n")
+	ft := benchkit.Table{Header: []string{"nodes", "couchwatch CPU", "RSS", "peak RSS", "target"}}
+	for _, r := range rows {
+		ft.Add(fmt.Sprint(r.Nodes), fmt.Sprintf("%.2f %%", r.Usage.CPUPercent), fmt.Sprintf("%.1f MiB", r.Usage.RSSMiB),
+			fmt.Sprintf("%.1f MiB", r.Usage.PeakMiB), judge(r))
+	}
+	fmt.Fprintf(w, "\nFootprint against the targets:\n")
+	ft.Write(w)
+	fmt.Fprintf(w, "\nDetail:\n")
 	t := benchkit.Table{Header: []string{"nodes", "couchwatch CPU", "RSS", "RSS anon / file", "peak RSS", "requests/s to CouchDB", "passes/s",
 		"pass mean", "pass p99 <=", "pass max <=", "K stopped: all out after", "pass mean during change", "HAProxy worker CPU", "start to all up", "Go heap in use", "Go sys", "goroutines"}}
 	for _, r := range rows {
@@ -310,8 +356,8 @@ func write(w io.Writer, cfg config, started time.Time, rows []row) {
 			fmt.Sprintf("%d: %s", r.Stopped, benchkit.Ms(r.AllOut)), secs(r.ChangeMean), fmt.Sprintf("%.2f %%", r.HAProxyCPU),
 			benchkit.Ms(r.StartupTime), fmt.Sprintf("%.1f MiB", r.HeapMiB), fmt.Sprintf("%.1f MiB", r.GoSysMiB), fmt.Sprintf("%.0f", r.Goroutines))
 	}
-	if len(rows) == 2 {
-		a, b := rows[0], rows[1]
+	for _, b := range rows[1:] {
+		a := rows[0]
 		t.Add(fmt.Sprintf("ratio %d/%d", b.Nodes, a.Nodes), benchkit.Ratio(b.Usage.CPUPercent, a.Usage.CPUPercent),
 			benchkit.Ratio(b.Usage.RSSMiB, a.Usage.RSSMiB), benchkit.Ratio(b.Usage.AnonMiB, a.Usage.AnonMiB)+" anon",
 			benchkit.Ratio(b.Usage.PeakMiB, a.Usage.PeakMiB),

@@ -23,7 +23,7 @@ func TestScaleSmoke(t *testing.T) {
 		t.Skip("runs HAProxy and couchwatch for ~15 s")
 	}
 	cfg := defaultConfig()
-	cfg.Nodes, cfg.Baseline, cfg.Stop = 12, 3, 2
+	cfg.Sizes, cfg.Stop = []int{3, 12}, 2
 	cfg.Window, cfg.Settle = 1500*time.Millisecond, 0
 	cfg.ReadyTimeout = 30 * time.Second
 	if err := cfg.validate(); err != nil {
@@ -50,5 +50,8 @@ func TestScaleSmoke(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "| ratio 12/3") {
 		t.Errorf("output lacks the ratio row")
+	}
+	if !strings.Contains(out.String(), "CPU <= 1 %: ") || !strings.Contains(out.String(), "report only") {
+		t.Errorf("output lacks the footprint judgement of the 3-node row or the report-only row")
 	}
 }
