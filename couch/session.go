@@ -220,6 +220,9 @@ func (s *session) post(ctx context.Context) (string, error) {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", userAgent)
+	// A login is safe to send again: let net/http retry it on a new connection when the
+	// kept-alive one turns out closed by the node (a nil value marks it, unsent).
+	req.Header["X-Idempotency-Key"] = nil
 	resp, err := s.login.RoundTrip(req)
 	if err != nil {
 		return "", s.fail(err)
