@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every couchwatch test on a Debian machine, installing what they need first:
 # HAProxy (real integration tests), promtool (Debian's prometheus: metric lint and alert
-# unit tests), Go, and a real Kubernetes control plane built from Go modules (cached).
+# unit tests), Go, and a real Kubernetes control plane built from Go modules (cached);
+# gofmt, go vet and staticcheck first. With CI=true (.ci/run) a test whose program is
+# missing fails; without it, it is skipped with a message (internal/testenv).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . hack/lib.sh
@@ -9,6 +11,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ensure_go
 ensure_cmd haproxy haproxy
 ensure_cmd promtool prometheus
+
+STATICCHECK_VERSION=v0.8.2
 
 start=$SECONDS
 echo "== kube-apiserver, kube-scheduler, etcd (built from Go modules, cached)"
@@ -22,6 +26,10 @@ if [ -n "$unformatted" ]; then
 	echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
 go vet ./...
+
+echo "== staticcheck $STATICCHECK_VERSION"
+# Pinned: a new release adds checks, and CI must not turn red on its own.
+go run "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" ./...
 
 echo "== go test -race"
 go test -race -count=1 -timeout 40m ./... 2>&1 | tee /tmp/couchwatch-test.log

@@ -188,8 +188,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		le.Run(ctx)     // returns when ctx ends or the lease is lost
-		c.leadMu.Lock() // wait for the leader loop to stop writing
+		le.Run(ctx) // returns when ctx ends or the lease is lost
+		//lint:ignore SA2001 the empty section is the point: it waits for the leader loop to stop writing
+		c.leadMu.Lock()
 		c.leadMu.Unlock()
 		if ctx.Err() == nil {
 			c.log.Warn("lost the lease: cluster writes stopped, standing by")

@@ -19,8 +19,20 @@ import (
 
 	"github.com/medic/couchwatch/couch/couchtest"
 	"github.com/medic/couchwatch/haproxy/haproxytest"
+	"github.com/medic/couchwatch/internal/testenv"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
+
+// couchwatchBin is couchwatch built by TestMain, once, outside every test's deadline.
+var couchwatchBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(testenv.Main(m, func(dir string) (err error) {
+		couchwatchBin, err = testenv.GoBuild(dir, "./cmd/couchwatch", []string{"CGO_ENABLED=0"},
+			"-ldflags", "-X main.version=manifests-test")
+		return err
+	}))
+}
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -37,8 +49,7 @@ func freeAddr(t *testing.T) string {
 // every metric the alert rules and the dashboard query is one couchwatch exports.
 func TestLiveMetricsCoverRulesAndDashboard(t *testing.T) {
 	tool(t, "haproxy", "/usr/sbin")
-	bin := filepath.Join(t.TempDir(), "couchwatch")
-	run(t, nil, []string{"CGO_ENABLED=0"}, "go", "build", "-ldflags", "-X main.version=manifests-test", "-o", bin, "../cmd/couchwatch")
+	bin := couchwatchBin
 
 	cluster := couchtest.NewClusterT(t, 3, couchtest.Options{})
 	var servers []haproxytest.ServerSpec
@@ -173,10 +184,7 @@ func (b *syncBuf) String() string {
 func TestServerSideDryRun(t *testing.T) {
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("KUBEBUILDER_ASSETS is not set (export KUBEBUILDER_ASSETS=$(hack/kubebin/build.sh))")
-		}
-		t.Skip("KUBEBUILDER_ASSETS is not set; export KUBEBUILDER_ASSETS=$(hack/kubebin/build.sh)")
+		testenv.Missing(t, "KUBEBUILDER_ASSETS is not set (export KUBEBUILDER_ASSETS=$(hack/kubebin/build.sh))")
 	}
 	kc := kubectl(t)
 	runtimeMode := run(t, nil, nil, kc, "kustomize", "kubernetes/example")

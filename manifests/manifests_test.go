@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/medic/couchwatch/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite generated manifests from their sources")
@@ -223,24 +225,7 @@ func mustYAML(t *testing.T, b []byte, v any) {
 // tool finds a command: in CI (CI=true) a missing tool fails the test, locally it skips.
 func tool(t *testing.T, name string, dirs ...string) string {
 	t.Helper()
-	for _, d := range dirs {
-		if d == "" {
-			continue
-		}
-		p := filepath.Join(d, name)
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
-			return p
-		}
-	}
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s not found (needed in CI): %v", name, err)
-	}
-	t.Skipf("%s not found, skipping: %v", name, err)
-	return ""
+	return testenv.Require(t, name, dirs...)
 }
 
 func kubectl(t *testing.T) string {
@@ -249,9 +234,7 @@ func kubectl(t *testing.T) string {
 
 func run(t *testing.T, stdin []byte, env []string, name string, args ...string) []byte {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute) // a cold go build is slow
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
+	cmd := exec.CommandContext(testenv.Context(t), name, args...)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}

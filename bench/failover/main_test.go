@@ -5,12 +5,17 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/medic/couchwatch/bench/internal/benchkit"
 	"github.com/medic/couchwatch/couch/couchtest"
+	"github.com/medic/couchwatch/internal/testenv"
 )
+
+func TestMain(m *testing.M) { os.Exit(benchkit.TestMain(m)) }
 
 type logWriter struct{ t *testing.T }
 
@@ -88,14 +93,14 @@ func TestFailoverSmoke(t *testing.T) {
 	cfg.Methods = []string{"cw-tuned", tunedKey}
 	cfg.Reps = 1
 	cfg.Pre, cfg.Window, cfg.Tail = 300*time.Millisecond, time.Second, 200*time.Millisecond
-	cfg.MaxDetect = 8 * time.Second
+	// cfg.MaxDetect stays at its default: a busy machine may be slow to notice, and the
+	// test asserts that every fault is noticed, not how fast.
 	cfg.Idle = time.Second
 	cfg.ClientTimeout = 30 * time.Second
 	if err := cfg.validate(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := testenv.Context(t) // couchwatch was built by TestMain, outside this deadline
 	var out bytes.Buffer
 	rep, err := run(ctx, cfg, &out, logWriter{t})
 	if err != nil {

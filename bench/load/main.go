@@ -375,11 +375,9 @@ func write(w io.Writer, cfg config, started time.Time, rows []row) {
 			p99r = benchkit.Ratio(float64(r.P99), float64(lc.P99))
 			p50r = benchkit.Ratio(float64(r.P50), float64(lc.P50))
 		}
-		name := r.Method
+		name := "balance " + r.Method
 		if r.Method == methodCouchwatch {
 			name = "couchwatch (leastconn + runtime steering)"
-		} else {
-			name = "balance " + r.Method
 		}
 		t.Add(name, benchkit.Ms(r.P50), benchkit.Ms(r.P90), benchkit.Ms(r.P99), benchkit.Ms(r.Max),
 			fmt.Sprintf("%.1f", r.Throughput), fmt.Sprint(r.Errors), fmt.Sprintf("%.1f %%", 100*r.LoadedShare), p99r, p50r, rounds(r.RoundP99))

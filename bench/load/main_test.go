@@ -2,11 +2,16 @@ package main
 
 import (
 	"bytes"
-	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/medic/couchwatch/bench/internal/benchkit"
+	"github.com/medic/couchwatch/internal/testenv"
 )
+
+func TestMain(m *testing.M) { os.Exit(benchkit.TestMain(m)) }
 
 type logWriter struct{ t *testing.T }
 
@@ -24,13 +29,12 @@ func TestLoadSmoke(t *testing.T) {
 	}
 	cfg := defaultConfig()
 	cfg.Rate, cfg.Rounds = 50, 1
-	cfg.Warmup, cfg.MaxWarmup, cfg.Duration = time.Second, 20*time.Second, 2*time.Second
+	cfg.Warmup, cfg.Duration = time.Second, 2*time.Second // MaxWarmup: the default
 	cfg.SystemInterval, cfg.Sustain = 200*time.Millisecond, time.Second
 	if err := cfg.validate(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := testenv.Context(t) // couchwatch was built by TestMain, outside this deadline
 	var out bytes.Buffer
 	rows, err := run(ctx, cfg, &out, logWriter{t})
 	if err != nil {

@@ -179,6 +179,9 @@ func BenchmarkUpProbe(b *testing.B) {
 			body, err := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			cancel()
+			if err != nil {
+				b.Fatal(err)
+			}
 			if _, err := couch.ParseUp(resp.StatusCode, bytes.NewReader(body)); err != nil {
 				b.Fatal(err)
 			}

@@ -2,11 +2,16 @@ package main
 
 import (
 	"bytes"
-	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/medic/couchwatch/bench/internal/benchkit"
+	"github.com/medic/couchwatch/internal/testenv"
 )
+
+func TestMain(m *testing.M) { os.Exit(benchkit.TestMain(m)) }
 
 type logWriter struct{ t *testing.T }
 
@@ -25,12 +30,10 @@ func TestScaleSmoke(t *testing.T) {
 	cfg := defaultConfig()
 	cfg.Sizes, cfg.Stop = []int{3, 12}, 2
 	cfg.Window, cfg.Settle = 1500*time.Millisecond, 0
-	cfg.ReadyTimeout = 30 * time.Second
 	if err := cfg.validate(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := testenv.Context(t) // couchwatch was built by TestMain, outside this deadline
 	var out bytes.Buffer
 	rows, err := run(ctx, cfg, &out, logWriter{t})
 	if err != nil {

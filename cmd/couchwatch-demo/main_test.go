@@ -2,31 +2,43 @@ package main
 
 import (
 	"net"
+	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/medic/couchwatch/internal/testenv"
 )
+
+// The binaries the tour runs, built once by TestMain, outside every test's deadline.
+var couchwatchBin, demoBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(testenv.Main(m, func(dir string) (err error) {
+		if couchwatchBin, err = testenv.GoBuild(dir, "./cmd/couchwatch", nil); err != nil {
+			return err
+		}
+		demoBin, err = testenv.GoBuild(dir, "./cmd/couchwatch-demo", nil)
+		return err
+	}))
+}
 
 // The demo's scripted tour runs end to end: simulated nodes, a real HAProxy, the real
 // couchwatch binary; every step is checked in HAProxy's own state by the tour itself.
 func TestScriptedTour(t *testing.T) {
-	dir := t.TempDir()
-	cw := filepath.Join(dir, "couchwatch")
-	demo := filepath.Join(dir, "couchwatch-demo")
-	for bin, pkg := range map[string]string{cw: "../couchwatch", demo: "."} {
-		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", pkg, err, out)
-		}
-	}
+	testenv.Require(t, "haproxy")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(demo, "-couchwatch", cw, "-script", "-listen", addr, "-duration", "3m")
+	cmd := exec.CommandContext(testenv.Context(t), demoBin, "-couchwatch", couchwatchBin, "-script", "-listen", addr, "-duration", "3m")
 	cmd.Stdin = nil
+	// At the deadline, stop the demo as a user would, so it stops HAProxy and couchwatch.
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 10 * time.Second
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("demo tour failed: %v\n%s", err, out)

@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/medic/couchwatch/internal/testenv"
 )
 
 // Binary is where the HAProxy executable is expected.
@@ -92,12 +94,12 @@ func (b *syncBuffer) String() string {
 }
 
 // StartT starts HAProxy for a test or benchmark, stops it in t.Cleanup and dumps its
-// output with t.Log if the test failed. It fails the test (never skips) when the
-// binary is missing or HAProxy does not come up.
+// output with t.Log if the test failed. It fails the test when HAProxy does not come up;
+// when the binary is missing it fails in CI and skips elsewhere (testenv.Missing).
 func StartT(t testing.TB, opt Options) *Proc {
 	t.Helper()
 	if _, err := os.Stat(Binary); err != nil {
-		t.Fatalf("haproxytest: %s is required: %v", Binary, err)
+		testenv.Missing(t, "haproxytest: %s is required (apt-get install haproxy): %v", Binary, err)
 	}
 	dir := t.TempDir()
 	p, err := start(dir, opt)

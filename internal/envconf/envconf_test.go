@@ -12,8 +12,10 @@ import (
 type inner struct {
 	Rise   int           `env:"T_RISE, default=2" desc:"good probes"`
 	Every  time.Duration `env:"T_EVERY, default=500ms" desc:"interval"`
-	hidden float64
+	hidden float64       // unexported, untagged: walked past
 }
+
+var _ = inner{hidden: 1}
 
 type outer struct {
 	Name  string  `env:"T_NAME, default=a,b" desc:"a list"`

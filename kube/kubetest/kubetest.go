@@ -22,6 +22,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/medic/couchwatch/internal/testenv"
 )
 
 // ErrNoAssets means KUBEBUILDER_ASSETS is unset or lacks a binary.
@@ -175,7 +177,7 @@ func (e *Env) Stop() error {
 func Main(m *testing.M, opts Options, env **Env) int {
 	e, err := Start(opts)
 	switch {
-	case errors.Is(err, ErrNoAssets) && os.Getenv("CI") != "true":
+	case errors.Is(err, ErrNoAssets) && !testenv.CI():
 		fmt.Fprintln(os.Stderr, "kubetest: integration tests will skip:", err)
 		return m.Run()
 	case err != nil:
@@ -193,18 +195,14 @@ func Main(m *testing.M, opts Options, env **Env) int {
 	return code
 }
 
-// Require returns env, or skips the test (fails it when CI=true) if there is
-// no control plane.
+// Require returns env, or stops the test if there is no control plane (testenv.Missing:
+// it fails in CI, skips elsewhere).
 func Require(t testing.TB, env *Env) *Env {
 	t.Helper()
-	if env != nil {
-		return env
+	if env == nil {
+		testenv.Missing(t, "%v", ErrNoAssets)
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal(ErrNoAssets)
-	}
-	t.Skip(ErrNoAssets)
-	return nil
+	return env
 }
 
 // Context returns a context that ends with the test or after d.
