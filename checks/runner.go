@@ -59,6 +59,9 @@ type Status struct {
 	Reason   string
 	Since    time.Time // verdict since
 	Verified bool      // just passed its checks (see nodeState.verified)
+	// Failing: the last probe failed but not yet Fall in a row (not Down yet). The main
+	// loop waits for such nodes to settle before acting on another node's failure.
+	Failing bool
 
 	UpStatus couch.UpStatus // last /_up status answered, "" if none
 	// LastError is the full error of the last failed /_up probe, "" once one succeeds.
@@ -144,6 +147,7 @@ func (r *Runner) Snapshot() []Status {
 	for i, rn := range r.nodes {
 		s := rn.status
 		s.Verified = rn.st.verified(now, r.maxProbeAge())
+		s.Failing = rn.st.failRun > 0 && rn.st.base != Down
 		s.MissingFrom = slices.Clone(s.MissingFrom)
 		out[i] = s
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sethvargo/go-envconfig"
+	"k8s.io/utils/clock"
 
 	"github.com/medic/couchwatch/checks"
 	"github.com/medic/couchwatch/couch"
@@ -127,11 +128,15 @@ type app struct {
 	targets []couch.Target
 	nodes   []*couch.Node
 	runner  *checks.Runner
-	explMap map[string]string
+	clk     clock.WithTicker // the loop's and the probes' time (real outside tests)
+	// verdicts is runner as the loop and pass see it (a seam for tests).
+	verdicts verdictSource
+	explMap  map[string]string
+	hosts    *hostCache
 
 	hm   *haproxy.Metrics
 	rt   *haproxy.Runtime // nil in agent mode
-	rec  *haproxy.Reconciler
+	rec  reconciler       // nil in agent mode
 	kube *kube.Controller // nil when Kubernetes is off
 
 	failOpen        prometheus.Gauge
@@ -197,7 +202,10 @@ func newApp(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*app, error
 		}
 		a.nodes = append(a.nodes, n)
 	}
-	a.runner = checks.NewRunner(cfg.Checks, a.nodes, log, checks.NewMetrics(reg), nil)
+	a.clk = clock.RealClock{}
+	a.hosts = newHostCache(targets, net.DefaultResolver.LookupHost)
+	a.runner = checks.NewRunner(cfg.Checks, a.nodes, log, checks.NewMetrics(reg), a.clk)
+	a.verdicts = a.runner
 	if cfg.CouchMetrics.On {
 		a.couchm = newCouchMetrics(cfg.CouchMetrics, a.nodes, log, reg)
 	}
@@ -261,6 +269,7 @@ func (a *app) run(ctx context.Context, httpLn, agentLn net.Listener) error {
 			}
 		}()
 	}
+	a.hosts.refresh(ctx) // before the first pass maps nodes to servers by address
 	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
 	start(func() error {
 		if err := srv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
@@ -273,6 +282,7 @@ func (a *app) run(ctx context.Context, httpLn, agentLn net.Listener) error {
 		start(func() error { return agent.Serve(ctx, agentLn) })
 	}
 	start(func() error { a.runner.Run(ctx); return nil })
+	start(func() error { a.hosts.run(ctx, 30*time.Second); return nil })
 	if a.kube != nil {
 		// Kubernetes is an extra: if it fails, checks and HAProxy steering go on.
 		start(func() error {
@@ -304,34 +314,4 @@ func (a *app) run(ctx context.Context, httpLn, agentLn net.Listener) error {
 	}
 	a.log.Info("couchwatch stopped")
 	return nil
-}
-
-// loop runs a pass on every tick and at once on every verdict change. After a HAProxy
-// error it backs off (doubling, at most 30 s) before trying the runtime API again.
-func (a *app) loop(ctx context.Context) {
-	t := time.NewTicker(a.cfg.Reconcile)
-	defer t.Stop()
-	var backoff time.Duration
-	var retryAt time.Time
-	for first := true; ; first = false {
-		if !first {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			case <-a.runner.Changed():
-			}
-		}
-		useRuntime := a.rt != nil && !time.Now().Before(retryAt)
-		err := a.pass(ctx, useRuntime)
-		switch {
-		case !useRuntime:
-		case err != nil:
-			backoff = min(max(2*backoff, a.cfg.Reconcile/2), 30*time.Second)
-			retryAt = time.Now().Add(backoff)
-			a.log.Warn("haproxy runtime api pass failed", "backend", a.cfg.HAProxy.Backend, "err", err, "retry_in", backoff)
-		default:
-			backoff, retryAt = 0, time.Time{}
-		}
-	}
 }

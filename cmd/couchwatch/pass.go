@@ -3,11 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/medic/couchwatch/checks"
 	"github.com/medic/couchwatch/couch"
@@ -18,8 +16,8 @@ import (
 // pass runs one round: snapshot the verdicts, decide, and (in runtime mode, when
 // useRuntime) reconcile HAProxy. It returns the HAProxy error, if any.
 func (a *app) pass(ctx context.Context, useRuntime bool) error {
-	statuses := a.runner.Snapshot()
-	now := time.Now()
+	statuses := a.verdicts.Snapshot()
+	now := a.clk.Now()
 	a.mu.Lock()
 	prev := a.last
 	a.mu.Unlock()
@@ -28,10 +26,10 @@ func (a *app) pass(ctx context.Context, useRuntime bool) error {
 	budget := haproxy.Budget{MinReady: a.cfg.Policy.MinReady}
 	var herr error
 	switch {
-	case a.rt == nil:
+	case a.rec == nil:
 		// Agent mode: no runtime API. HAProxy's servers are assumed ready; Plan still
 		// applies the safety rules, so agent replies never take the last server out.
-		ps.servers, ps.unmapped = mapServers(ctx, a.targets, a.explMap, nil)
+		ps.servers, ps.unmapped = mapServers(a.targets, a.explMap, nil, a.hosts.Addrs)
 		ps.dec, ps.pstate = decide(a.policyConfig(), a.cfg.HAProxy.Backend, statuses, ps.servers, nil, prev.pstate, now)
 		obs := assumedObserved(a.cfg.HAProxy.Backend, ps.servers)
 		_, skips := haproxy.Plan(ps.dec.Desired, obs, budget)
@@ -42,7 +40,7 @@ func (a *app) pass(ctx context.Context, useRuntime bool) error {
 		ps.haproxyErr, ps.skips = prev.haproxyErr, prev.skips
 	default:
 		res, err := a.rec.ReconcileWith(ctx, func(obs haproxy.Observed) haproxy.Desired {
-			ps.servers, ps.unmapped = mapServers(ctx, a.targets, a.explMap, &obs)
+			ps.servers, ps.unmapped = mapServers(a.targets, a.explMap, &obs, a.hosts.Addrs)
 			ps.unwatched = unwatched(obs, ps.servers)
 			ps.dec, ps.pstate = decide(a.policyConfig(), a.cfg.HAProxy.Backend, statuses, ps.servers, &obs, prev.pstate, now)
 			return ps.dec.Desired
@@ -150,9 +148,10 @@ func effective(d haproxy.Desired, obs haproxy.Observed, skips []haproxy.Skip) ma
 
 // mapServers finds the HAProxy server of each CouchDB node: COUCHWATCH_SERVER_MAP, else
 // the server named after the host (as CHT names them), else the server whose address and
-// port are the node's. obs is nil in agent mode, where the name is used. Nodes with no
+// port are the node's (host names through the cache of resolved addresses: no lookup
+// here). obs is nil in agent mode, where the name is used. Nodes with no
 // server, or whose server is already taken, are returned as unmapped: never guessed.
-func mapServers(ctx context.Context, targets []couch.Target, explicit map[string]string, obs *haproxy.Observed) (map[string]string, []string) {
+func mapServers(targets []couch.Target, explicit map[string]string, obs *haproxy.Observed, addrs func(host string) []string) (map[string]string, []string) {
 	out := map[string]string{}
 	taken := map[string]string{}
 	var unmapped []string
@@ -162,7 +161,7 @@ func mapServers(ctx context.Context, targets []couch.Target, explicit map[string
 			srv = t.Name
 		}
 		if srv == "" {
-			srv = findServer(ctx, t, obs)
+			srv = findServer(t, obs, addrs)
 		}
 		if srv == "" || taken[srv] != "" {
 			unmapped = append(unmapped, t.Name)
@@ -174,26 +173,14 @@ func mapServers(ctx context.Context, targets []couch.Target, explicit map[string
 	return out, unmapped
 }
 
-func findServer(ctx context.Context, t couch.Target, obs *haproxy.Observed) string {
+func findServer(t couch.Target, obs *haproxy.Observed, addrs func(host string) []string) string {
 	for _, s := range obs.Servers {
 		if s.Name == t.Name {
 			return s.Name
 		}
 	}
-	host, portStr := t.URL.Hostname(), t.URL.Port()
-	port, _ := strconv.Atoi(portStr)
-	var ips []string
-	if ip := net.ParseIP(host); ip != nil {
-		ips = []string{ip.String()}
-	} else {
-		rctx, cancel := context.WithTimeout(ctx, time.Second)
-		addrs, err := net.DefaultResolver.LookupHost(rctx, host)
-		cancel()
-		if err != nil {
-			return ""
-		}
-		ips = addrs
-	}
+	port, _ := strconv.Atoi(t.URL.Port())
+	ips := addrs(t.URL.Hostname())
 	for _, s := range obs.Servers {
 		if s.Port == port && slices.Contains(ips, s.Addr) {
 			return s.Name
@@ -211,7 +198,7 @@ func (a *app) agentReply(server string) haproxy.AgentReply {
 	switch {
 	case last.at.IsZero():
 		return haproxy.AgentReply{Words: []string{"up"}, Comment: "couchwatch starting"}
-	case a.rt != nil:
+	case a.rec != nil:
 		// Runtime mode: the runtime API is the one writer. "up" alone changes no admin
 		// state and no weight, so it never contradicts it (DESIGN.md §3 rule 5).
 		return haproxy.AgentReply{Words: []string{"up"}, Comment: "couchwatch runtime mode"}

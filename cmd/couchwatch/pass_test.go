@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"net/url"
 	"slices"
 	"testing"
@@ -35,7 +34,7 @@ func TestMapServers(t *testing.T) {
 		target(t, "127.0.0.1:55984", "http://127.0.0.1:55984"),      // nothing matches
 		target(t, "dup", "http://127.0.0.1:65000"),                  // explicit to a taken server
 	}
-	got, unmapped := mapServers(context.Background(), targets, map[string]string{"n3": "s3", "dup": "s3"}, obs)
+	got, unmapped := mapServers(targets, map[string]string{"n3": "s3", "dup": "s3"}, obs, newHostCache(targets, nil).Addrs)
 	want := map[string]string{"couchdb-1.local": "couchdb-1.local", "127.0.0.1:25984": "s2", "n3": "s3"}
 	if len(got) != len(want) {
 		t.Fatalf("mapped %v, want %v", got, want)
@@ -52,7 +51,7 @@ func TestMapServers(t *testing.T) {
 		t.Errorf("unwatched %v, want [stray]", u)
 	}
 	// Agent mode has no observed state: the host is the server name.
-	agent, none := mapServers(context.Background(), targets[:1], nil, nil)
+	agent, none := mapServers(targets[:1], nil, nil, nil)
 	if agent["couchdb-1.local"] != "couchdb-1.local" || len(none) != 0 {
 		t.Errorf("agent mode mapping %v %v", agent, none)
 	}

@@ -3,8 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"math"
-	"sort"
 	"time"
 
 	"github.com/medic/couchwatch/checks"
@@ -19,7 +17,12 @@ type PolicyConfig struct {
 	WeightStep    int           `env:"COUCHWATCH_WEIGHT_STEP, default=20" desc:"largest weight change per reconcile pass"`
 	SlowStart     time.Duration `env:"COUCHWATCH_SLOWSTART, default=30s" desc:"ramp a returning node's weight from WEIGHT_MIN to its target over this time"`
 	MaxLoadDrains int           `env:"COUCHWATCH_MAX_LOAD_DRAINS, default=1" desc:"most nodes drained at once because they are saturated (Degraded); 0 disables load drains"`
-	MinReady      int           `env:"COUCHWATCH_MIN_READY, default=1" desc:"servers that always stay ready, whatever couchwatch sees (at least 1)"`
+	MinReady      int           `env:"COUCHWATCH_MIN_READY, default=1" desc:"servers that always stay serving, whatever couchwatch sees (at least 1); load drains also keep half the servers"`
+	FlapWindow    time.Duration `env:"COUCHWATCH_FLAP_WINDOW, default=2m" desc:"a node that fails again within this time of coming back is flapping"`
+	FlapHold      time.Duration `env:"COUCHWATCH_FLAP_HOLD, default=10s" desc:"first hold-down of a flapping node (kept out though it answers); doubles with each further flap"`
+	FlapHoldMax   time.Duration `env:"COUCHWATCH_FLAP_HOLD_MAX, default=5m" desc:"longest hold-down of a flapping node"`
+	Quiescence    time.Duration `env:"COUCHWATCH_QUIESCENCE, default=50ms" desc:"after a verdict changes, wait this long for the other nodes' verdicts to settle before acting (correlated failures get one decision)"`
+	QuiescenceMax time.Duration `env:"COUCHWATCH_QUIESCENCE_MAX, default=500ms" desc:"never wait longer than this for verdicts to settle"`
 
 	// From checks.LoadConfig, set by main: the score range mapped to weights.
 	loadLow, loadHigh float64
@@ -46,22 +49,32 @@ func (c PolicyConfig) Validate() error {
 	if c.MinReady < 1 {
 		errs = append(errs, fmt.Errorf("COUCHWATCH_MIN_READY must be >= 1, got %d", c.MinReady))
 	}
+	if c.FlapWindow < 0 || c.FlapHold < 0 || c.FlapHoldMax < c.FlapHold {
+		errs = append(errs, fmt.Errorf("COUCHWATCH_FLAP_WINDOW and COUCHWATCH_FLAP_HOLD must be >= 0 and COUCHWATCH_FLAP_HOLD_MAX >= COUCHWATCH_FLAP_HOLD, got %s, %s, %s",
+			c.FlapWindow, c.FlapHold, c.FlapHoldMax))
+	}
+	if c.Quiescence < 0 || c.QuiescenceMax < c.Quiescence || c.QuiescenceMax > 10*time.Second {
+		errs = append(errs, fmt.Errorf("COUCHWATCH_QUIESCENCE must be >= 0 and COUCHWATCH_QUIESCENCE_MAX within [COUCHWATCH_QUIESCENCE, 10s], got %s, %s",
+			c.Quiescence, c.QuiescenceMax))
+	}
 	return errors.Join(errs...)
 }
 
 // policyState is what the policy remembers between passes: the weights it asked for
-// (to bound each step), when each server was last brought back (slow start), and which
-// servers it drained for load (so the budget does not hop between nodes).
+// (to bound each step), when each server was last brought back (slow start), which
+// servers it drained for load (so the budget does not hop between nodes), and each
+// server's flapping history.
 type policyState struct {
 	weight       map[string]int // load weight (before the slow-start cap)
 	servingSince map[string]time.Time
 	wantReady    map[string]bool // present for every server wanted last pass: was it ready
 	loadDrained  map[string]bool
+	flap         map[string]flapState
 }
 
 func newPolicyState() policyState {
 	return policyState{weight: map[string]int{}, servingSince: map[string]time.Time{},
-		wantReady: map[string]bool{}, loadDrained: map[string]bool{}}
+		wantReady: map[string]bool{}, loadDrained: map[string]bool{}, flap: map[string]flapState{}}
 }
 
 // decision is the policy's output for one pass.
@@ -73,162 +86,107 @@ type decision struct {
 
 // decide maps node statuses to the HAProxy state wanted. It is pure: the same inputs give
 // the same output. servers maps node names to HAProxy server names (unmapped nodes are
-// absent); obs is nil in agent mode (no runtime API).
+// absent); obs is nil in agent mode (no runtime API). Each concern is its own file:
+// fail open (policy_failopen.go), load drains within budget and capacity floor
+// (policy_load.go), flapping hold-down (policy_flap.go), weights (policy_weight.go).
 func decide(cfg PolicyConfig, backend string, statuses []checks.Status, servers map[string]string,
 	obs *haproxy.Observed, prev policyState, now time.Time) (decision, policyState) {
 	next := newPolicyState()
 	d := decision{Desired: haproxy.Desired{Backend: backend, Servers: map[string]haproxy.Want{}}}
-
-	observed := map[string]haproxy.Server{}
-	if obs != nil {
-		for _, s := range obs.Servers {
-			observed[s.Name] = s
-		}
-	}
-
-	answering, down := 0, 0
-	for _, st := range statuses {
-		switch st.Verdict {
-		case checks.Up, checks.Degraded, checks.Drain:
-			answering++
-		case checks.Down:
-			down++
-		}
-	}
-	if answering == 0 && down > 0 {
-		// No node answers at all: more likely our own view (network, credentials) than
-		// the whole cluster. Hand every server back to HAProxy (DESIGN.md §3 rule 1).
-		// A node that answers, even in maintenance, proves our view works: then the
-		// last-ready rule in Plan keeps a server in rotation instead.
-		d.FailOpen = true
-		d.Desired.FailOpen = true
-		for _, st := range statuses {
-			if srv, ok := servers[st.Node]; ok {
-				d.Desired.Servers[srv] = haproxy.Want{State: haproxy.StateReady, Weight: -1, Reason: "fail_open",
-					Detail: "every node looks bad: handing servers back to HAProxy"}
-			}
-		}
+	if shouldFailOpen(statuses) {
+		d.FailOpen, d.Desired.FailOpen = true, true
+		d.Desired.Servers = failOpenWants(statuses, servers)
 		return d, next
 	}
-
-	// Load drains: the most saturated Degraded nodes, within the budget; nodes already
-	// drained for load keep their place so the budget does not hop.
-	var degraded []checks.Status
-	for _, st := range statuses {
-		if st.Verdict == checks.Degraded {
-			if _, ok := servers[st.Node]; ok {
-				degraded = append(degraded, st)
-			}
-		}
-	}
-	sort.SliceStable(degraded, func(i, j int) bool {
-		a, b := degraded[i], degraded[j]
-		pa, pb := prev.loadDrained[servers[a.Node]], prev.loadDrained[servers[b.Node]]
-		if pa != pb {
-			return pa
-		}
-		if a.Score != b.Score {
-			return a.Score > b.Score
-		}
-		return a.Node < b.Node
-	})
-	loadDrain := map[string]bool{}
-	for i, st := range degraded {
-		if i < cfg.MaxLoadDrains {
-			loadDrain[st.Node] = true
-		} else {
-			d.BudgetExhausted = true
-		}
-	}
-
+	observed := byServer(obs)
+	loadDrain, refused := loadDrains(cfg, statuses, servers, observed, prev)
+	d.BudgetExhausted = len(refused) > 0
+	d.Desired.Refused = refused
+	answering := countAnswering(statuses, servers)
 	for _, st := range statuses {
 		srv, ok := servers[st.Node]
 		if !ok {
 			continue
 		}
-		w := haproxy.Want{Weight: -1, Verified: st.Verified, Detail: st.Reason}
-		switch st.Verdict {
-		case checks.Unknown:
-			// Unknown never triggers an action, but the server is watched: it counts
-			// toward the serving minimum if HAProxy has it serving.
-			d.Desired.Servers[srv] = haproxy.Want{Weight: -1, Reason: "unknown", Detail: st.Reason}
-			continue
-		case checks.Down:
-			w.State, w.Reason, w.EndSessions = haproxy.StateMaint, "down", true
-		case checks.Drain:
-			w.State, w.Reason = haproxy.StateDrain, "maintenance"
-			// Drain first; once HAProxy reports no connections left, maint.
-			if o, ok := observed[srv]; ok && o.Admin != haproxy.StateReady && o.CurConns == 0 {
-				w.State = haproxy.StateMaint
-			}
-		case checks.Degraded:
-			if loadDrain[st.Node] {
-				w.State, w.Reason = haproxy.StateDrain, "saturated"
-				next.loadDrained[srv] = true
-				break
-			}
-			w.State, w.Reason = haproxy.StateReady, "saturated"
-		case checks.Up:
-			w.State, w.Reason = haproxy.StateReady, "up"
+		w := wantFor(st, observed[srv], loadDrain[st.Node])
+		if loadDrain[st.Node] {
+			next.loadDrained[srv] = true
 		}
-		next.wantReady[srv] = w.State == haproxy.StateReady
+		w, skip := holdFlapping(cfg, w, st, srv, prev, &next, answering, now)
+		if skip != nil {
+			d.Desired.Refused = append(d.Desired.Refused, *skip)
+		}
+		if w.State != "" {
+			next.wantReady[srv] = w.State == haproxy.StateReady
+		}
 		if w.State == haproxy.StateReady {
-			since := prev.servingSince[srv] // zero on the first pass: already serving, full weight
-			if wasReady, known := prev.wantReady[srv]; known && !wasReady {
-				since = now // coming back: slow start
-			}
-			next.servingSince[srv] = since
-			if cfg.Weights && obs != nil {
-				w.Weight, next.weight[srv] = nextWeight(cfg, st, prev, srv, since, now)
-			}
+			w.Weight = readyWeight(cfg, st, srv, obs != nil, prev, &next, now)
 		}
 		d.Desired.Servers[srv] = w
 	}
 	return d, next
 }
 
-// targetWeight maps a load score to a weight: WeightMax at or below LoadLow, WeightMin
-// at or above LoadHigh, linear between.
-func targetWeight(cfg PolicyConfig, st checks.Status) int {
-	if !st.ScoreKnown || cfg.loadHigh <= cfg.loadLow {
-		if st.Verdict == checks.Degraded {
-			return cfg.WeightMin
+// wantFor is the state wanted for one node's server from its verdict alone. An
+// Unknown node's server is still watched (it counts toward the serving minimum when
+// HAProxy has it serving) but nothing is asked of it: Unknown never acts.
+func wantFor(st checks.Status, o haproxy.Server, loadDrain bool) haproxy.Want {
+	w := haproxy.Want{Weight: -1, Verified: st.Verified, Detail: st.Reason}
+	switch st.Verdict {
+	case checks.Unknown:
+		w.Reason = "unknown"
+	case checks.Down:
+		w.State, w.Reason, w.EndSessions = haproxy.StateMaint, "down", true
+	case checks.Drain:
+		w.State, w.Reason = haproxy.StateDrain, "maintenance"
+		// Drain first; once HAProxy reports no connections left, maint.
+		if o.Name != "" && o.Admin != haproxy.StateReady && o.CurConns == 0 {
+			w.State = haproxy.StateMaint
 		}
-		return cfg.WeightMax
+	case checks.Degraded:
+		w.State, w.Reason = haproxy.StateReady, "saturated"
+		if loadDrain {
+			w.State = haproxy.StateDrain
+		}
+	case checks.Up:
+		w.State, w.Reason = haproxy.StateReady, "up"
 	}
-	f := (st.Score - cfg.loadLow) / (cfg.loadHigh - cfg.loadLow)
-	f = math.Max(0, math.Min(1, f))
-	return cfg.WeightMax - int(math.Round(f*float64(cfg.WeightMax-cfg.WeightMin)))
+	return w
 }
 
-// nextWeight moves the load weight from its last value toward the target by at most
-// WeightStep (a dead band ignores jitter); the weight applied is the load weight capped
-// by the slow-start ramp of a returning server. It returns both.
-func nextWeight(cfg PolicyConfig, st checks.Status, prev policyState, srv string, since, now time.Time) (applied, load int) {
-	target := targetWeight(cfg, st)
-	cur, ok := prev.weight[srv]
-	if !ok {
-		cur = target
+// readyWeight is the weight of a server wanted ready (-1: leave it, in agent mode or
+// with weights off), with the slow start of a returning server.
+func readyWeight(cfg PolicyConfig, st checks.Status, srv string, runtime bool, prev policyState, next *policyState, now time.Time) int {
+	since := prev.servingSince[srv] // zero on the first pass: already serving, full weight
+	if wasReady, known := prev.wantReady[srv]; known && !wasReady {
+		since = now // coming back: slow start
 	}
-	deadband := max(1, (cfg.WeightMax-cfg.WeightMin)/20)
-	load = cur
-	if diff := target - cur; abs(diff) >= deadband || target == cfg.WeightMax || target == cfg.WeightMin {
-		load = cur + max(-cfg.WeightStep, min(cfg.WeightStep, diff))
+	next.servingSince[srv] = since
+	if !cfg.Weights || !runtime {
+		return -1
 	}
-	load = max(cfg.WeightMin, min(cfg.WeightMax, load))
-	applied = load
-	if !since.IsZero() && cfg.SlowStart > 0 {
-		if el := now.Sub(since); el < cfg.SlowStart {
-			ramp := cfg.WeightMin + int(float64(cfg.WeightMax-cfg.WeightMin)*float64(el)/float64(cfg.SlowStart))
-			applied = min(applied, ramp)
-		}
-	}
-	return applied, load
+	w, load := nextWeight(cfg, st, prev, srv, since, now)
+	next.weight[srv] = load
+	return w
 }
 
-func abs(x int) int {
-	if x < 0 {
-		return -x
+func byServer(obs *haproxy.Observed) map[string]haproxy.Server {
+	out := map[string]haproxy.Server{}
+	if obs != nil {
+		for _, s := range obs.Servers {
+			out[s.Name] = s
+		}
 	}
-	return x
+	return out
+}
+
+// countAnswering counts the mapped nodes whose verdict says they answer and serve.
+func countAnswering(statuses []checks.Status, servers map[string]string) int {
+	n := 0
+	for _, st := range statuses {
+		if _, ok := servers[st.Node]; ok && (st.Verdict == checks.Up || st.Verdict == checks.Degraded) {
+			n++
+		}
+	}
+	return n
 }

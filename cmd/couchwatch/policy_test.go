@@ -10,7 +10,8 @@ import (
 
 func testPolicy() PolicyConfig {
 	return PolicyConfig{Weights: true, WeightMax: 100, WeightMin: 10, WeightStep: 20, SlowStart: 30 * time.Second,
-		MaxLoadDrains: 1, MinReady: 1, loadLow: 0.5, loadHigh: 0.8}
+		MaxLoadDrains: 1, MinReady: 1, FlapWindow: time.Minute, FlapHold: time.Second, FlapHoldMax: 8 * time.Second,
+		loadLow: 0.5, loadHigh: 0.8}
 }
 
 func st(node string, v checks.Verdict, score float64) checks.Status {
