@@ -35,8 +35,23 @@ type Options struct {
 	// Ports to listen on (one per node, on 127.0.0.1); empty = ephemeral ports.
 	Ports []int
 	// NetTickTime is how long a hung node stays in its peers' all_nodes
-	// (Erlang's net_ticktime); 0 = DefaultNetTickTime.
+	// (Erlang's net_ticktime); 0 = DefaultNetTickTime. It also bounds how long calls
+	// that need the hung node (cluster-wide /_active_tasks, the _users read of every
+	// authenticated request) wait on the healthy nodes.
 	NetTickTime time.Duration
+	// UsersShardNode is the index of the node holding the shard of the admin's
+	// org.couchdb.user doc in _users (n=1: one node); default 0, couchdb1. While it
+	// hangs, every authenticated request on every node waits (see faithful.go).
+	UsersShardNode int
+	// AdminUserDoc: the admin also has a _users doc, which CouchDB caches, so no
+	// request reads _users (the operator's way out of the auth coupling). Default
+	// false: the admin is defined in config only, as CHT does.
+	AdminUserDoc bool
+	// IdleJSProcs is how many idle QuickJS processes a node keeps in os_proc_count
+	// after a load; 0 = DefaultIdleJSProcs, negative = none.
+	IdleJSProcs int
+	// Seed seeds each node's load samples (run_queue spikes, latencies).
+	Seed uint64
 }
 
 // Cluster is a set of simulated nodes that see each other.
@@ -66,6 +81,12 @@ func Start(n int, opt Options) (*Cluster, error) {
 	if opt.NetTickTime <= 0 {
 		opt.NetTickTime = DefaultNetTickTime
 	}
+	switch {
+	case opt.IdleJSProcs == 0:
+		opt.IdleJSProcs = DefaultIdleJSProcs
+	case opt.IdleJSProcs < 0:
+		opt.IdleJSProcs = 0
+	}
 	sys, err := loadSystemFixtures()
 	if err != nil {
 		return nil, err
@@ -74,7 +95,9 @@ func Start(n int, opt Options) (*Cluster, error) {
 		opt:      opt,
 		sys:      sys,
 		sessions: map[string]bool{},
-		config:   map[string]string{"cluster/n": "3", "cluster/q": "2", "chttpd/require_valid_user": "true"},
+		// As CHT runs CouchDB: n=1 q=12, require_valid_user, its os_process_limit.
+		config: map[string]string{"cluster/n": "1", "cluster/q": "12", "chttpd/require_valid_user": "true",
+			"query_server_config/os_process_limit": DefaultOSProcessLimit},
 	}
 	for i := range n {
 		port := 0
@@ -145,7 +168,10 @@ func (c *Cluster) SetMissingFromPeers(i int, missing bool) {
 }
 
 // SetConfig sets what GET /_node/_local/_config/<section>/<key> answers on every node
-// (cluster/n is "3" to begin with). An empty value removes the key (404).
+// (to begin with cluster/n "1", cluster/q "12", chttpd/require_valid_user "true",
+// query_server_config/os_process_limit "1000", as CHT sets them; setting
+// chttpd/require_valid_user_except_for_up "true" lets /_up answer without
+// credentials). An empty value removes the key (404).
 func (c *Cluster) SetConfig(section, key, value string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

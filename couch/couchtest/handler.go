@@ -71,11 +71,16 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !n.gate(ctx) { // hung: accept, read, never answer
 		return
 	}
+	// Checking credentials reads the admin's _users doc: it waits while the node
+	// holding that shard hangs (faithful.go). Unauthenticated requests do not.
+	if credentialed(r, class) && !n.waitUsersShard(ctx) {
+		return
+	}
 	if class == classSession && r.Method == http.MethodPost {
 		n.login(w, r)
 		return
 	}
-	if !n.authorized(r) {
+	if !n.authorized(r) && !n.upWithoutAuth(r, class) {
 		n.stats.unauthorized.Add(1)
 		n.reply(ctx, w, http.StatusUnauthorized, []byte(bodyAuthReq), 0)
 		return
@@ -89,9 +94,14 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
 	}
 	status, body, handled := n.routeMore(w, r)
+	extra, ok := time.Duration(0), true
 	if !handled {
-		status, body = n.route(r, class, set)
+		status, body, extra, ok = n.route(r, class, set)
 	}
+	if !ok {
+		return // the client left while the call waited on a hung peer
+	}
+	delay += extra
 	switch set.fault {
 	case Fault5xx:
 		status, body = http.StatusInternalServerError, []byte(bodyServerErr)
@@ -103,32 +113,64 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n.reply(ctx, w, status, body, delay)
 }
 
-func (n *Node) route(r *http.Request, class int, set settings) (int, []byte) {
+// upWithoutAuth: with chttpd/require_valid_user_except_for_up = true, /_up answers
+// requests that carry no credentials.
+func (n *Node) upWithoutAuth(r *http.Request, class int) bool {
+	if class != classUp || credentialed(r, class) {
+		return false
+	}
+	v, _ := n.c.configValue("chttpd", "require_valid_user_except_for_up")
+	return v == "true"
+}
+
+// route answers an authorized request: status, body, extra latency, and false when the
+// client left while the call waited.
+func (n *Node) route(r *http.Request, class int, set settings) (int, []byte, time.Duration, bool) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && class != classData {
-		return http.StatusMethodNotAllowed, []byte(`{"error":"method_not_allowed","reason":"Only GET,HEAD allowed"}` + "\n")
+		return http.StatusMethodNotAllowed, []byte(`{"error":"method_not_allowed","reason":"Only GET,HEAD allowed"}` + "\n"), 0, true
 	}
 	switch class {
 	case classUp:
 		switch set.maintenance {
 		case "true":
-			return http.StatusNotFound, []byte(`{"status":"maintenance_mode"}` + "\n")
+			return http.StatusNotFound, []byte(`{"status":"maintenance_mode"}` + "\n"), 0, true
 		case "nolb":
-			return http.StatusNotFound, []byte(`{"status":"nolb"}` + "\n")
+			return http.StatusNotFound, []byte(`{"status":"nolb"}` + "\n"), 0, true
 		}
-		return http.StatusOK, []byte(`{"status":"ok","seeds":{}}` + "\n")
+		return http.StatusOK, []byte(`{"status":"ok","seeds":{}}` + "\n"), n.upDelay(set.load), true
 	case classMembership:
 		all, members := n.c.membership(n, time.Now())
-		return http.StatusOK, mustJSON(map[string][]string{"all_nodes": all, "cluster_nodes": members})
+		return http.StatusOK, mustJSON(map[string][]string{"all_nodes": all, "cluster_nodes": members}), 0, true
 	case classSession:
 		return http.StatusOK, mustJSON(map[string]any{"ok": true,
 			"userCtx": map[string]any{"name": n.c.opt.User, "roles": []string{"_admin"}},
-			"info":    map[string]any{"authentication_handlers": []string{"cookie", "default"}}})
+			"info":    map[string]any{"authentication_handlers": []string{"cookie", "default"}}}), 0, true
 	case classActiveTasks:
-		return http.StatusOK, set.activeTasks
-	case classNodeInfo, classSystem, classConfig:
-		return n.routeNode(r, class, set)
+		body, ok := n.clusterTasks(r.Context())
+		return http.StatusOK, body, 0, ok
+	case classSystem:
+		if target := nodeTarget(r.URL.Path); target == "_local" || target == n.name {
+			body, d := n.systemBody(set)
+			return http.StatusOK, body, d, true
+		}
+		status, body := n.routeNode(r, class, set)
+		return status, body, 0, true
+	case classNodeInfo, classConfig:
+		status, body := n.routeNode(r, class, set)
+		return status, body, 0, true
 	}
-	return http.StatusOK, mustJSON(map[string]string{"ok": "true", "node": n.name, "method": r.Method, "path": r.URL.Path})
+	if owner := n.c.docShard(r.URL.Path); owner != nil && r.Method == http.MethodGet && owner.Maintenance() == "true" {
+		// n=1: the document's only shard is on a node in maintenance_mode = true.
+		// (The body's reason text was not recorded; the error is.)
+		return http.StatusInternalServerError, mustJSON(map[string]string{"error": "read_failure",
+			"reason": owner.name + " in maintenance_mode"}), 0, true
+	}
+	return http.StatusOK, mustJSON(map[string]string{"ok": "true", "node": n.name, "method": r.Method, "path": r.URL.Path}), 0, true
+}
+
+func nodeTarget(path string) string {
+	target, _, _ := strings.Cut(strings.TrimPrefix(path, "/_node/"), "/")
+	return target
 }
 
 // routeNode answers /_node/<name>[/...] for _local and the node's own name; a peer's
@@ -141,7 +183,7 @@ func (n *Node) routeNode(r *http.Request, class int, set settings) (int, []byte)
 		if peer == nil || class != classSystem {
 			return http.StatusNotFound, []byte(`{"error":"not_found","reason":"missing"}` + "\n")
 		}
-		if !peer.visibleToPeers(time.Now(), n.c.opt.NetTickTime) {
+		if !peer.visibleToPeers(time.Now(), n.c.opt.NetTickTime) || peer.Maintenance() == "true" {
 			return http.StatusPreconditionFailed, mustJSON(map[string]string{"error": "nodedown", "reason": peer.name + " is down"})
 		}
 		if !peer.gate(r.Context()) {

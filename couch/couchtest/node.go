@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -94,12 +95,15 @@ type Node struct {
 	perInflight time.Duration
 	maintenance string
 	load        float64
+	jsProcs     int // idle QuickJS processes kept since the last load
+	rng         *mrand.Rand
 	system      []byte
 	activeTasks []byte
 }
 
 func newNode(c *Cluster, idx, port int) (*Node, error) {
-	n := &Node{c: c, idx: idx, name: nodeName(idx), port: port, conns: map[*trackedConn]struct{}{}}
+	n := &Node{c: c, idx: idx, name: nodeName(idx), port: port, conns: map[*trackedConn]struct{}{},
+		rng: newRand(c.opt.Seed, idx)}
 	sys, err := c.sys.render(0, n.idx)
 	if err != nil {
 		return nil, err
@@ -155,6 +159,7 @@ func (n *Node) Start() error {
 	n.ln = ln
 	n.running = true
 	n.stopped = make(chan struct{})
+	n.jsProcs = 0 // a restarted node has no query-server processes yet
 	if n.hung != nil {
 		close(n.hung)
 		n.hung = nil
@@ -242,9 +247,23 @@ func (n *Node) SetMaintenance(mode string) error {
 	return nil
 }
 
-// SetLoad sets how loaded /_node/_local/_system looks, from 0 (system_idle.json) to 1
-// (system_under_load.json: run_queue 28, os_proc_count 5, busy couch_file queues);
-// values in between are interpolated. Out-of-range levels are clamped.
+// Maintenance returns the [couchdb] maintenance_mode set by SetMaintenance ("" when off).
+func (n *Node) Maintenance() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.maintenance == "false" {
+		return ""
+	}
+	return n.maintenance
+}
+
+// SetLoad sets how loaded the node looks, from 0 (system_idle.json) to 1
+// (system_under_load.json: busy couch_file queues); values in between are interpolated
+// and out-of-range levels are clamped. As on a real loaded node, each _system reply
+// draws its run_queue from the measured spiky distribution (median ~1, p90 ~30, max
+// ~110 at level 1, scaled by the level) and takes 100-700 ms, /_up takes 5-40 ms (both
+// scaled by the level), and a load leaves Options.IdleJSProcs idle QuickJS processes in
+// os_proc_count until the node restarts.
 func (n *Node) SetLoad(level float64) {
 	level = min(max(level, 0), 1)
 	body, err := n.c.sys.render(level, n.idx)
@@ -255,6 +274,9 @@ func (n *Node) SetLoad(level float64) {
 	defer n.mu.Unlock()
 	n.load = level
 	n.system = body
+	if level > 0 {
+		n.jsProcs = max(n.jsProcs, n.c.opt.IdleJSProcs)
+	}
 }
 
 // Load returns the level set by SetLoad.
@@ -264,8 +286,10 @@ func (n *Node) Load() float64 {
 	return n.load
 }
 
-// SetActiveTasks makes /_active_tasks answer one of the recorded replies: "idle"
-// (empty), "view_build", "db_compaction" or "replication".
+// SetActiveTasks sets the node's own tasks to one of the recorded replies: "idle"
+// (none), "view_build", "db_compaction" or "replication", each task's "node" being
+// this node. /_active_tasks is cluster-wide, as in CouchDB: every node lists every
+// reachable node's tasks.
 func (n *Node) SetActiveTasks(name string) error {
 	body, err := couch.Recorded("active_tasks_" + name + ".json")
 	if err != nil {
@@ -387,6 +411,8 @@ type settings struct {
 	latency     time.Duration
 	perInflight time.Duration
 	maintenance string
+	load        float64
+	jsProcs     int
 	system      []byte
 	activeTasks []byte
 }
@@ -394,7 +420,7 @@ type settings struct {
 func (n *Node) settings() settings {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return settings{n.fault, n.latency, n.perInflight, n.maintenance, n.system, n.activeTasks}
+	return settings{n.fault, n.latency, n.perInflight, n.maintenance, n.load, n.jsProcs, n.system, n.activeTasks}
 }
 
 func randomHex(nbytes int) (string, error) {
