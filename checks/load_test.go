@@ -11,8 +11,8 @@ import (
 
 func defaultLoad() LoadConfig {
 	return LoadConfig{High: 0.8, Low: 0.5, Sustain: 30 * time.Second, Cooldown: 60 * time.Second, Smoothing: 0.5,
-		RunQueue: 16, DirtyCPU: 8, MsgQueue: 1000, CouchFile: 100, JSProcs: 100, Tasks: 16,
-		Latency: 250 * time.Millisecond, LatencyEWM: 0.3}
+		RunQueue: 16, DirtyCPU: 8, MsgQueue: 1000, CouchFile: 100, JSProcs: 0, Tasks: 16,
+		Latency: 250 * time.Millisecond, LatencyEWM: 0.3, Window: time.Minute, SysLatency: 250 * time.Millisecond}
 }
 
 func readSystem(t *testing.T, name string) *couch.System {

@@ -32,10 +32,11 @@ const (
 	ProbeMembership  = "membership"
 	ProbeSystem      = "system"
 	ProbeActiveTasks = "active_tasks"
+	ProbeKnock       = "knock" // unauthenticated /_up after an authenticated probe timed out
 )
 
 var (
-	probeNames = [...]string{ProbeUp, ProbeMembership, ProbeSystem, ProbeActiveTasks}
+	probeNames = [...]string{ProbeUp, ProbeMembership, ProbeSystem, ProbeActiveTasks, ProbeKnock}
 	queueNames = [...]string{"couch_server", "rexi_server", "rexi_buffer", "couch_file_p99"}
 	taskNames  = [...]string{"indexer", "database_compaction", "view_compaction", "replication", "other"}
 	// reasonNames is couch.Reasons() (TestReasonNamesAreCouchReasons), as an array for the
@@ -87,6 +88,14 @@ var (
 		"Exponentially weighted moving average of /_up probe latency.", []string{"node"}, nil)
 	descDisagreement = prometheus.NewDesc("couchwatch_membership_disagreement",
 		"1 if the node answers /_up but is missing from a peer's all_nodes.", []string{"node"}, nil)
+	descAuthBlocked = prometheus.NewDesc("couchwatch_node_auth_blocked",
+		"1 while the node's authenticated probes time out but it answers an unauthenticated one at once: its authentication waits for a hung node that holds the _users shard. It stays in rotation.", []string{"node"}, nil)
+	descSilent = prometheus.NewDesc("couchwatch_node_silent",
+		"1 while the node answers neither authenticated nor unauthenticated requests (hung).", []string{"node"}, nil)
+	descDataUnavailable = prometheus.NewDesc("couchwatch_node_data_unavailable",
+		"1 while the node's shards cannot be read by the cluster: n=1 and the node is down or in maintenance_mode = true.", []string{"node"}, nil)
+	descJSLimit = prometheus.NewDesc("couchwatch_node_os_process_limit",
+		"The node's own JavaScript process limit ([query_server_config] os_process_limit), 0 until read.", []string{"node"}, nil)
 	descCopies = prometheus.NewDesc("couchwatch_node_shard_copies_after_loss",
 		"Copies of this node's shards left if it were lost (n-1); 0 means its shards become unavailable.", []string{"node"}, nil)
 )
@@ -102,7 +111,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descVerdict, descTransitions, descDuration, descFailures, descScore,
-		descRunQueue, descDirtyCPU, descMsgQueue, descOSProcs, descTasks, descLatency, descDisagreement, descCopies} {
+		descRunQueue, descDirtyCPU, descMsgQueue, descOSProcs, descTasks, descLatency, descDisagreement, descCopies,
+		descAuthBlocked, descSilent, descDataUnavailable, descJSLimit} {
 		ch <- d
 	}
 }
@@ -153,6 +163,10 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		gauge(descLatency, n.latency.load())
 		gauge(descDisagreement, n.disagreement.load())
 		gauge(descCopies, n.copies.load())
+		gauge(descAuthBlocked, n.authBlocked.load())
+		gauge(descSilent, n.silent.load())
+		gauge(descDataUnavailable, n.dataUnavailable.load())
+		gauge(descJSLimit, n.jsLimit.load())
 	}
 }
 
@@ -228,6 +242,7 @@ type nodeMetrics struct {
 	label *dto.LabelPair // node="<name>"
 
 	up, latency, score, runQueue, dirtyCPU, osProcs, disagreement, copies afloat
+	authBlocked, silent, dataUnavailable, jsLimit                         afloat
 	queues                                                                [len(queueNames)]afloat
 	tasks                                                                 [len(taskNames)]afloat
 

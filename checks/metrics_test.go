@@ -34,10 +34,10 @@ func TestMetricsCollector(t *testing.T) {
 	want := `
 # HELP couchwatch_probe_duration_seconds Duration of probes, successful or not.
 # TYPE couchwatch_probe_duration_seconds histogram
-` + histText("a:5984", "active_tasks", nil, 0, 0) + histText("a:5984", "membership", nil, 0, 0) +
+` + histText("a:5984", "active_tasks", nil, 0, 0) + histText("a:5984", "knock", nil, 0, 0) + histText("a:5984", "membership", nil, 0, 0) +
 		histText("a:5984", "system", map[string]int{"0.025": 1}, 1, 0.02) +
 		histText("a:5984", "up", map[string]int{"0.005": 2}, 3, 7.008) +
-		histText("b:5984", "active_tasks", nil, 0, 0) + histText("b:5984", "membership", nil, 0, 0) +
+		histText("b:5984", "active_tasks", nil, 0, 0) + histText("b:5984", "knock", nil, 0, 0) + histText("b:5984", "membership", nil, 0, 0) +
 		histText("b:5984", "system", nil, 0, 0) + histText("b:5984", "up", nil, 0, 0)
 	if err := testutil.CollectAndCompare(m, strings.NewReader(want), "couchwatch_probe_duration_seconds"); err != nil {
 		t.Fatal(err)
@@ -119,6 +119,8 @@ func scrape(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 				out[key] = m.GetGauge().GetValue()
 			case m.GetCounter() != nil:
 				out[key] = m.GetCounter().GetValue()
+			case m.GetHistogram() != nil:
+				out[mf.GetName()+"_count{"+strings.Join(labels, ",")+"}"] = float64(m.GetHistogram().GetSampleCount())
 			}
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/utils/clock"
@@ -102,15 +103,21 @@ type Runner struct {
 
 	mu       sync.Mutex
 	clusterN int
+
+	side sync.WaitGroup // the side probes (tasks.go) in flight
 }
 
 type runNode struct {
 	n *couch.Node
 	m *nodeMetrics
 
+	sideBusy atomic.Bool // a side probe is in flight (tasks.go)
+
 	// guarded by Runner.mu
 	st     nodeState
 	status Status
+	side   sideState
+	damp   damper
 }
 
 // NewRunner returns a runner for nodes. clk may be nil (real time).
@@ -171,6 +178,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); r.membershipLoop(ctx) }()
 	wg.Wait()
+	r.side.Wait()
 	return ctx.Err()
 }
 
@@ -216,8 +224,15 @@ func (r *Runner) upLoop(ctx context.Context, rn *runNode) {
 		if obs.Up != nil {
 			up = *obs.Up
 		}
+		knock := KnockNone
+		if err != nil && couch.Classify(err) == couch.ReasonTimeout {
+			knock = r.knock(ctx, rn)
+			if ctx.Err() != nil {
+				return
+			}
+		}
 		next := r.cfg.Interval
-		if r.recordUp(rn, up, d, err) {
+		if r.recordUp(rn, up, d, err, knock) {
 			next = r.cfg.FastInterval
 		}
 		if !r.cfg.Hold {
@@ -248,10 +263,12 @@ func (r *Runner) upLoop(ctx context.Context, rn *runNode) {
 
 // recordUp feeds one /_up result to the node's state machine and reports whether the
 // node is in transition (probe again at the fast interval, like HAProxy's fastinter).
-func (r *Runner) recordUp(rn *runNode, up couch.Up, d time.Duration, err error) bool {
+func (r *Runner) recordUp(rn *runNode, up couch.Up, d time.Duration, err error, knock Knock) bool {
 	r.mu.Lock()
 	now := r.clk.Now()
-	rn.st.observeUp(up, err, now)
+	wasBlocked, wasSilent := rn.st.authBlocked, rn.st.silent
+	rn.st.observeUp(up, err, knock, now)
+	r.logAuthLocked(rn, wasBlocked, wasSilent)
 	rn.status.LastProbe = now
 	rn.status.LastError = ""
 	if err != nil {
@@ -274,6 +291,7 @@ func (r *Runner) recordUp(rn *runNode, up couch.Up, d time.Duration, err error) 
 	}
 	if rn.st.base == Down {
 		rn.status.ScoreKnown, rn.status.Score = false, 0
+		rn.damp.reset()
 	}
 	changed := r.updateVerdictLocked(rn, now)
 	fast := (rn.st.failRun > 0 && rn.st.base != Down) || (rn.st.okRun > 0 && rn.st.okRun < r.cfg.Rise && rn.st.base != Up) ||
@@ -288,7 +306,8 @@ func (r *Runner) recordUp(rn *runNode, up couch.Up, d time.Duration, err error) 
 // updateVerdictLocked recomputes the verdict and logs and counts a change.
 func (r *Runner) updateVerdictLocked(rn *runNode, now time.Time) bool {
 	v, reason := rn.st.verdict()
-	if v == Degraded {
+	r.setFaultFlagsLocked(rn)
+	if v == Degraded && !rn.st.authBlocked {
 		reason = "saturated: load score " + strconv.FormatFloat(rn.status.Score, 'f', 2, 64) + " (" + rn.status.ScoreSignal + ")"
 	}
 	old := rn.status.Verdict
@@ -326,29 +345,27 @@ func (r *Runner) systemLoop(ctx context.Context, rn *runNode) {
 		if down {
 			continue
 		}
-		sysObs, _, sysErr := r.probe(ctx, rn, ProbeSystem, CheckSystem, r.cfg.SystemTimeout)
-		taskObs, _, taskErr := r.probe(ctx, rn, ProbeActiveTasks, CheckActiveTasks, r.cfg.SystemTimeout)
+		// Tasks and the JS process limit are asked on the side: /_active_tasks is
+		// cluster-wide and blocks while any peer hangs, so it must never hold up
+		// this node's sample or verdict (tasks.go).
+		r.startSide(ctx, rn)
+		sysObs, d, sysErr := r.probe(ctx, rn, ProbeSystem, CheckSystem, r.cfg.SystemTimeout)
 		if ctx.Err() != nil {
 			return
 		}
 		if sysErr != nil {
 			continue // keep the last score: a failed sample says nothing about load
 		}
-		var tasks []couch.ActiveTask
-		if taskErr == nil {
-			tasks = taskObs.Tasks
-			if tasks == nil {
-				tasks = []couch.ActiveTask{}
-			}
-		}
-		r.recordSystem(rn, sysObs.System, tasks)
+		r.recordSystem(rn, sysObs.System, d)
 	}
 }
 
-func (r *Runner) recordSystem(rn *runNode, sys *couch.System, tasks []couch.ActiveTask) {
+func (r *Runner) recordSystem(rn *runNode, sys *couch.System, d time.Duration) {
 	r.mu.Lock()
 	now := r.clk.Now()
-	sig := SignalsFrom(sys, tasks, rn.status.LatencyEWMA)
+	sig := SignalsFrom(sys, r.freshTasksLocked(rn, now), rn.status.LatencyEWMA)
+	sig.JSLimit = rn.side.jsLimit
+	sig = rn.damp.damp(r.cfg.Load, sig, d, now)
 	raw, signal := r.cfg.Load.Score(sig)
 	rn.st.load.observe(r.cfg.Load, raw, now)
 	rn.status.Score, rn.status.ScoreKnown, rn.status.ScoreSignal = rn.st.load.score, true, signal

@@ -22,7 +22,7 @@ func testConfig() Config {
 		Rise: 2, Fall: 2, Hold: true, SystemInterval: 50 * time.Millisecond, SystemTimeout: 500 * time.Millisecond,
 		MembershipInterval: 100 * time.Millisecond, Load: func() LoadConfig {
 			l := defaultLoad()
-			l.Sustain, l.Cooldown, l.Smoothing = 0, 0, 1
+			l.Sustain, l.Cooldown, l.Smoothing, l.Window = 0, 0, 1, time.Second
 			return l
 		}()}
 }
@@ -35,7 +35,11 @@ type runnerEnv struct {
 
 func startRunner(t *testing.T, cfg Config) *runnerEnv {
 	t.Helper()
-	cl := couchtest.NewClusterT(t, 3, couchtest.Options{NetTickTime: time.Second})
+	return startRunnerOn(t, couchtest.NewClusterT(t, 3, couchtest.Options{NetTickTime: time.Second}), cfg)
+}
+
+func startRunnerOn(t *testing.T, cl *couchtest.Cluster, cfg Config) *runnerEnv {
+	t.Helper()
 	var nodes []*couch.Node
 	for _, n := range cl.Nodes() {
 		u, _ := url.Parse(n.URL())
@@ -107,8 +111,8 @@ func TestRunnerVerdicts(t *testing.T) {
 
 	n2.Hang()
 	s = e.waitFor(t, "node 2 down (hung)", is(1, Down))
-	if s[1].Reason != string(couch.ReasonTimeout) {
-		t.Errorf("hung node reason %q, want timeout", s[1].Reason)
+	if s[1].Reason != ReasonSilent || !s[1].Silent || s[1].AuthBlocked || s[0].AuthBlocked {
+		t.Errorf("hung node: reason %q silent %v; want silent, and no node auth blocked (node 2 holds no _users shard)", s[1].Reason, s[1].Silent)
 	}
 	n2.Resume()
 	e.waitFor(t, "all up again", all(Up))
@@ -125,11 +129,8 @@ func TestRunnerVerdicts(t *testing.T) {
 
 	n2.SetLoad(1)
 	s = e.waitFor(t, "node 2 degraded", is(1, Degraded))
-	if s[1].ScoreSignal != "run_queue" || s[1].Score < 0.8 {
+	if (s[1].ScoreSignal != "run_queue" && s[1].ScoreSignal != "system_latency") || s[1].Score < 0.8 {
 		t.Errorf("degraded status %+v", s[1])
-	}
-	if got := e.sample(t, `couchwatch_node_run_queue{node="`+n2.Addr()+`"}`); got < 20 {
-		t.Errorf("run_queue metric %v", got)
 	}
 	n2.SetLoad(0)
 	e.waitFor(t, "all up again", all(Up))

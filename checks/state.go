@@ -19,12 +19,36 @@ type nodeState struct {
 	lastFail    couch.Reason
 	lastOK      time.Time
 	load        loadTracker
+
+	// The auth-coupled hang (DESIGN.md §5), from the last probe: authenticated probe
+	// timed out and an unauthenticated one answered (authBlocked), or got no answer
+	// either (silent).
+	authBlocked, silent bool
 }
+
+// Knock is what an unauthenticated /_up said after an authenticated probe timed out.
+type Knock int
+
+// Knock results.
+const (
+	KnockNone     Knock = iota // not asked: the probe did not time out
+	KnockAnswered              // answered at once (401, or 200 with require_valid_user_except_for_up)
+	KnockSilent                // no answer either
+)
 
 func newNodeState(rise, fall int) nodeState { return nodeState{rise: rise, fall: fall} }
 
-// observeUp records one /_up probe. up is ignored when err is not nil.
-func (s *nodeState) observeUp(up couch.Up, err error, now time.Time) {
+// observeUp records one /_up probe and, when it timed out, the unauthenticated knock
+// that followed. up is ignored when err is not nil. A node whose authenticated probe
+// times out while it answers an unauthenticated one at once is alive, its authentication
+// waiting on a hung peer: the probe counts neither as a failure nor as a success, so its
+// verdict stays as it was.
+func (s *nodeState) observeUp(up couch.Up, err error, knock Knock, now time.Time) {
+	s.authBlocked = err != nil && knock == KnockAnswered
+	s.silent = err != nil && knock == KnockSilent
+	if s.authBlocked {
+		return
+	}
 	if err != nil {
 		s.okRun, s.okStatusRun = 0, 0
 		s.failRun++
@@ -58,6 +82,26 @@ func (s *nodeState) observeUp(up couch.Up, err error, now time.Time) {
 
 // verdict returns the node's verdict and a short reason.
 func (s *nodeState) verdict() (Verdict, string) {
+	v, reason := s.baseVerdict()
+	switch {
+	case s.authBlocked:
+		reason = ReasonAuthBlocked + " (its authenticated probes time out, an unauthenticated one answers at once); " + reason
+	case s.silent && v == Down:
+		reason = ReasonSilent
+	case v == Drain && s.maint == couch.StatusMaintenanceMode:
+		reason += ": " + ReasonMaintenanceTrue
+	}
+	return v, reason
+}
+
+// Reasons of the faults measured on a real cluster (DESIGN.md §5).
+const (
+	ReasonAuthBlocked     = "authentication on every node waits for the hung node that holds the _users shard"
+	ReasonSilent          = "silent: no answer to an authenticated or an unauthenticated request (hung)"
+	ReasonMaintenanceTrue = "its shards are unavailable to the cluster under n=1 (reads fail: 500 read_failure); maintenance_mode = nolb drains without that"
+)
+
+func (s *nodeState) baseVerdict() (Verdict, string) {
 	switch s.base {
 	case Down:
 		return Down, string(s.lastFail)

@@ -50,6 +50,7 @@ type Node struct {
 	watch   *connWatch
 
 	up, fresh, other http.RoundTripper
+	anon             http.RoundTripper // fresh, without credentials (Knock)
 	transports       []*http.Transport
 	kivik            *kivik.Client
 }
@@ -106,6 +107,7 @@ func NewNode(t Target, opt Options) (*Node, error) {
 	otherT := newTransport(tlsConf, plain.DialContext, 2)
 	n.transports = []*http.Transport{upT, freshT, otherT}
 	n.up, n.fresh, n.other = &guard{upT, opt.MaxBody}, &guard{freshT, opt.MaxBody}, &guard{otherT, opt.MaxBody}
+	n.anon = n.fresh
 	if opt.User != "" {
 		s, err := newSession(n.other, base.String(), name, opt.User, opt.Password, opt.Timeout, n.secrets)
 		if err != nil {
