@@ -186,7 +186,7 @@ func (a *app) nodeStatus(st checks.Status, last passState, now time.Time) nodeVi
 func probeFailure(st checks.Status) string {
 	switch {
 	case st.Silent:
-		return "no answer at all (authenticated and unauthenticated requests)"
+		return "timeout: no answer at all (authenticated and unauthenticated requests)"
 	case st.AuthBlocked:
 		return "authenticated requests time out while an unauthenticated one answers 401: authentication waits on a hung peer"
 	case st.LastError != "":

@@ -76,7 +76,9 @@ func TestShards(t *testing.T) {
 		}
 		return r.status, reply.Shards
 	}
-	t.Run("default n=3 q=2: every range on every node", func(t *testing.T) {
+	t.Run("n=3 q=2: every range on every node", func(t *testing.T) {
+		c.SetConfig("cluster", "n", "3") // the default is CHT's n=1 q=12
+		c.SetConfig("cluster", "q", "2")
 		st, m := get("medic")
 		if st != http.StatusOK || len(m) != 2 || len(m["00000000-7fffffff"]) != 3 || len(m["80000000-ffffffff"]) != 3 {
 			t.Fatalf("medic/_shards = %d %v", st, m)
