@@ -288,11 +288,11 @@ func TestSessionRejectedAfterLoginBacksOff(t *testing.T) {
 func TestErrorsNeverQuoteSecrets(t *testing.T) {
 	const canary = `canary-Pw"4\u00e9é`
 	echo := func(r *http.Request) string {
-		var b strings.Builder
-		_ = r.Header.Write(&b)
+		var b strings.Builder // the body first: a cut after a few bytes must not save us
 		body := make([]byte, 4096)
 		k, _ := r.Body.Read(body)
 		b.Write(body[:k])
+		_ = r.Header.Write(&b)
 		return b.String()
 	}
 	quote := func(s string) string { return strings.Trim(fmt.Sprintf("%q", s), `"`) }
