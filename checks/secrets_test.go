@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,25 +16,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/medic/couchwatch/couch"
+	"github.com/medic/couchwatch/internal/testenv"
 )
-
-// lockedBuffer is a log sink shared by the runner's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // A canary password sent to servers that echo the request (body and headers) in their
 // error replies never reaches the debug log (JSON or text), the status, or the metrics.
@@ -65,11 +47,11 @@ func TestSecretsNeverLeave(t *testing.T) {
 			fmt.Fprintf(w, `{"error":"unknown_error","reason":"%s"}`, echo(r))
 		},
 	}
-	handlers := map[string]func(*lockedBuffer) slog.Handler{
-		"json": func(b *lockedBuffer) slog.Handler {
+	handlers := map[string]func(*testenv.LogBuffer) slog.Handler{
+		"json": func(b *testenv.LogBuffer) slog.Handler {
 			return slog.NewJSONHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})
 		},
-		"text": func(b *lockedBuffer) slog.Handler {
+		"text": func(b *testenv.LogBuffer) slog.Handler {
 			return slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})
 		},
 	}
@@ -84,7 +66,7 @@ func TestSecretsNeverLeave(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer node.Close()
-				var logs lockedBuffer
+				var logs testenv.LogBuffer
 				reg := prometheus.NewRegistry()
 				cfg := testConfig()
 				r := NewRunner(cfg, []*couch.Node{node}, slog.New(newHandler(&logs)), NewMetrics(reg), nil)

@@ -1,7 +1,6 @@
 package haproxy_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/medic/couchwatch/haproxy"
 	"github.com/medic/couchwatch/haproxy/haproxytest"
+	"github.com/medic/couchwatch/internal/testenv"
 )
 
 const backend = "couchdb-servers"
@@ -144,20 +144,12 @@ func TestApplyErrorRepliesSurface(t *testing.T) {
 	}
 }
 
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
-func (l *logBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
 func TestReconcileRepairsReloadInOnePass(t *testing.T) {
 	p := haproxytest.StartT(t, haproxytest.Options{Servers: threeServers(t)[:2]})
 	rt := runtimeFor(t, p, false)
 	reg := prometheus.NewPedanticRegistry()
 	m := haproxy.NewMetrics(reg)
-	var logs logBuf
+	var logs testenv.LogBuffer
 	r := haproxy.NewReconciler(rt, haproxy.Budget{MinReady: 1}, slog.New(slog.NewJSONHandler(&logs, nil)), m)
 	ctx := context.Background()
 	d := haproxy.Desired{Backend: backend, Servers: map[string]haproxy.Want{
@@ -260,7 +252,7 @@ func TestReconcileDryRunSendsNothing(t *testing.T) {
 	p := haproxytest.StartT(t, haproxytest.Options{Servers: threeServers(t)[:2]})
 	rt := runtimeFor(t, p, true)
 	m := haproxy.NewMetrics(prometheus.NewRegistry())
-	var logs logBuf
+	var logs testenv.LogBuffer
 	r := haproxy.NewReconciler(rt, haproxy.Budget{}, slog.New(slog.NewTextHandler(&logs, nil)), m)
 	res, err := r.Reconcile(context.Background(), haproxy.Desired{Servers: map[string]haproxy.Want{
 		"n1": {State: haproxy.StateDrain, Weight: 3, Reason: "saturated"},

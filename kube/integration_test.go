@@ -1,7 +1,6 @@
 package kube_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -22,6 +21,7 @@ import (
 	"k8s.io/client-go/util/retry"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/medic/couchwatch/internal/testenv"
 	"github.com/medic/couchwatch/kube"
 	"github.com/medic/couchwatch/kube/kubetest"
 )
@@ -92,7 +92,7 @@ type running struct {
 	ctl    *kube.Controller
 	m      *kube.Metrics
 	reg    *prometheus.Registry
-	logs   *lockedBuffer
+	logs   *testenv.LogBuffer
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
@@ -100,7 +100,7 @@ type running struct {
 
 func start(t *testing.T, client kubernetes.Interface, cfg kube.Config, servers []string, clk *clocktesting.FakeClock) *running {
 	t.Helper()
-	logs := &lockedBuffer{}
+	logs := &testenv.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := prometheus.NewRegistry()
 	m := kube.NewMetrics(reg)
@@ -566,21 +566,4 @@ func metric(t *testing.T, reg *prometheus.Registry, name, label, value string) f
 	}
 	t.Fatalf("no sample %s{%s=%q}", name, label, value)
 	return 0
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

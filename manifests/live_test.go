@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -71,7 +70,7 @@ func TestLiveMetricsCoverRulesAndDashboard(t *testing.T) {
 		"COUCHWATCH_HAPROXY_SOCKET="+hap.Socket(),
 		"COUCHWATCH_HAPROXY_BACKEND=couchdb-servers",
 	)
-	var logs syncBuf
+	var logs testenv.LogBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -158,24 +157,6 @@ func scrape(t *testing.T, client *http.Client, url string) []byte {
 		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
 	}
 	return body
-}
-
-// syncBuf collects a process's output from its copying goroutines.
-type syncBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // TestServerSideDryRun applies what kustomize builds (runtime-API mode, and the

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -35,26 +34,9 @@ type stack struct {
 	reg     *prometheus.Registry
 	http    string // couchwatch's HTTP address
 	agent   string // couchwatch's agent address, "" if off
-	logs    *syncBuf
+	logs    *testenv.LogBuffer
 	cancel  context.CancelFunc
 	done    chan error
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type stackOpts struct {
@@ -91,7 +73,7 @@ func fastEnv() map[string]string {
 
 func newStack(t *testing.T, o stackOpts) *stack {
 	t.Helper()
-	s := &stack{t: t, logs: &syncBuf{}, done: make(chan error, 1)}
+	s := &stack{t: t, logs: &testenv.LogBuffer{}, done: make(chan error, 1)}
 	// Not the simulator's default password: "password" is part of CouchDB's own metric
 	// names (couchdb_password_hasher_*), and the leak checks look for the password.
 	s.cluster = couchtest.NewClusterT(t, 3, couchtest.Options{NetTickTime: time.Second, User: "medic", Password: "pw-7f3a9c"})

@@ -9,7 +9,6 @@
 package haproxytest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -68,29 +67,12 @@ type Proc struct {
 	timeout  time.Duration
 
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testenv.LogBuffer
 	done chan struct{}
 	err  error // set before done is closed
 
 	closeOnce sync.Once
 	removeDir func()
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // StartT starts HAProxy for a test or benchmark, stops it in t.Cleanup and dumps its
@@ -154,7 +136,7 @@ func start(dir string, opt Options) (*Proc, error) {
 		frontend: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		backend:  opt.Backend,
 		timeout:  opt.StartTimeout,
-		out:      &syncBuffer{},
+		out:      &testenv.LogBuffer{},
 		done:     make(chan struct{}),
 	}
 	if err := os.WriteFile(p.cfgPath, []byte(p.render(opt)), 0o600); err != nil {

@@ -83,3 +83,30 @@ func TestGoBuild(t *testing.T) {
 		t.Fatalf("built program: %q, %v", out, err)
 	}
 }
+
+func TestLogBuffer(t *testing.T) {
+	var unbounded LogBuffer
+	capped := LogBuffer{Max: 5}
+	done := make(chan struct{})
+	for range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for range 100 {
+				for _, b := range []*LogBuffer{&unbounded, &capped} {
+					if n, err := b.Write([]byte("ab")); n != 2 || err != nil {
+						t.Errorf("Write = %d, %v", n, err)
+					}
+				}
+			}
+		}()
+	}
+	for range 4 {
+		<-done
+	}
+	if got := len(unbounded.String()); got != 800 {
+		t.Errorf("unbounded kept %d bytes, want 800", got)
+	}
+	if got := capped.String(); got != "ababa" {
+		t.Errorf("capped kept %q, want ababa", got)
+	}
+}

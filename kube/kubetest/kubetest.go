@@ -8,14 +8,12 @@
 package kubetest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -46,7 +44,7 @@ type Env struct {
 	dir      string
 	sched    *exec.Cmd
 	schedErr chan error
-	log      *syncBuffer
+	log      *testenv.LogBuffer
 }
 
 // Start starts etcd and kube-apiserver (and kube-scheduler when asked) from
@@ -66,7 +64,7 @@ func Start(opts Options) (*Env, error) {
 			return nil, fmt.Errorf("%w (%v)", ErrNoAssets, err)
 		}
 	}
-	e := &Env{log: &syncBuffer{}}
+	e := &Env{log: &testenv.LogBuffer{}}
 	e.env = &envtest.Environment{
 		BinaryAssetsDirectory:    assets,
 		ControlPlaneStartTimeout: 60 * time.Second,
@@ -218,22 +216,4 @@ func tail(s string, n int) string {
 		return s
 	}
 	return "..." + s[len(s)-n:]
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,7 +1,6 @@
 package benchkit
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,9 +12,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/medic/couchwatch/internal/testenv"
 )
 
 // ModuleRoot returns the directory holding the couchwatch go.mod.
@@ -70,35 +70,14 @@ func FreeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// syncBuffer collects a subprocess's output, capped so a chatty run stays bounded.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
 const maxOutput = 4 << 20
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if room := maxOutput - b.buf.Len(); room > 0 {
-		b.buf.Write(p[:min(len(p), room)])
-	}
-	return len(p), nil
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // Couchwatch is a running couchwatch subprocess.
 type Couchwatch struct {
 	Addr string // its COUCHWATCH_LISTEN, 127.0.0.1:port
 
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *testenv.LogBuffer
 	done   chan struct{}
 	err    error
 	client *http.Client
@@ -146,7 +125,7 @@ func StartCouchwatch(ctx context.Context, bin string, env CouchwatchEnv, timeout
 	}
 	c := &Couchwatch{
 		Addr:   listen,
-		out:    &syncBuffer{},
+		out:    &testenv.LogBuffer{Max: maxOutput},
 		done:   make(chan struct{}),
 		client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}},
 	}
