@@ -283,6 +283,7 @@ func envVars() []envconf.Var {
 func printHelp(w io.Writer) {
 	fmt.Fprintf(w, "couchwatch %s: checks every CouchDB node and steers HAProxy (and Kubernetes) accordingly.\n\n", version)
 	fmt.Fprintln(w, "Usage: couchwatch [-check-config] [-version] [-help] [-help-markdown]")
+	fmt.Fprintln(w, "       couchwatch status | drain NODE | undrain NODE   (against the running couchwatch: see README)")
 	fmt.Fprintln(w, "\nEnvironment variables:")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, v := range envVars() {

@@ -43,6 +43,9 @@ func main() {
 
 // run is main without the process: testable, and it returns the exit code.
 func run(ctx context.Context, args []string, env envconfig.Lookuper, stdout, stderr io.Writer) int {
+	if len(args) > 0 && commands[args[0]] != nil { // status, drain, undrain (cli.go)
+		return runCommand(ctx, args, env, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("couchwatch", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	checkOnly := fs.Bool("check-config", false, "validate the configuration and exit")
