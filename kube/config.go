@@ -59,6 +59,10 @@ type Config struct {
 	PodSelector string `env:"COUCHWATCH_KUBE_COUCHDB_SELECTOR, default=cht.service" desc:"label key whose value names a CouchDB pod's Service (fallback when EndpointSlices do not say)"`
 	// LeaseName is the coordination.k8s.io Lease used for leader election.
 	LeaseName string `env:"COUCHWATCH_KUBE_LEASE, default=couchwatch" desc:"Lease used for leader election (only the leader writes to Kubernetes)"`
+	// Instance names this CHT instance on the flags it owns: clusters shared by
+	// several instances (one namespace each) keep one owner label per instance
+	// on a flagged node. Empty means the namespace.
+	Instance string `env:"COUCHWATCH_KUBE_INSTANCE" desc:"names this CHT instance on the flags it owns (label PREFIX/flagged-by.INSTANCE); instances sharing a cluster keep a host flagged while any of them needs it (default: the namespace; a DNS label of at most 52 characters)"`
 	// Identity of this replica in the Lease. Empty means the host name.
 	Identity string `env:"COUCHWATCH_KUBE_IDENTITY, default=$POD_NAME" desc:"this replica's identity in the Lease (default: POD_NAME, else host name)"`
 
@@ -85,6 +89,11 @@ func (c Config) Validate() error {
 	if c.Namespace != "" {
 		if msgs := validation.IsDNS1123Label(c.Namespace); len(msgs) > 0 {
 			bad("COUCHWATCH_KUBE_NAMESPACE", "invalid namespace %q: %s", c.Namespace, strings.Join(msgs, "; "))
+		}
+	}
+	if c.Instance != "" {
+		if err := validInstance(c.Instance); err != nil {
+			bad("COUCHWATCH_KUBE_INSTANCE", "%v", err)
 		}
 	}
 	if msgs := validation.IsDNS1123Subdomain(c.Prefix); len(msgs) > 0 {
@@ -147,6 +156,33 @@ func (c Config) namespace() string {
 	return "default"
 }
 
+// maxInstance keeps the owner label's name part ("flagged-by.<instance>")
+// within Kubernetes' 63 characters.
+const maxInstance = validation.DNS1123LabelMaxLength - len(ownerInfix)
+
+// validInstance checks an instance name: a DNS label short enough for the owner label.
+func validInstance(s string) error {
+	if msgs := validation.IsDNS1123Label(s); len(msgs) > 0 {
+		return fmt.Errorf("invalid instance %q: %s", s, strings.Join(msgs, "; "))
+	}
+	if len(s) > maxInstance {
+		return fmt.Errorf("instance %q is longer than %d characters", s, maxInstance)
+	}
+	return nil
+}
+
+// instance returns the configured instance, else the namespace.
+func (c Config) instance() (string, error) {
+	if c.Instance != "" {
+		return c.Instance, nil
+	}
+	ns := c.namespace()
+	if err := validInstance(ns); err != nil {
+		return "", fmt.Errorf("COUCHWATCH_KUBE_INSTANCE unset and the namespace does not fit: %w", err)
+	}
+	return ns, nil
+}
+
 // identity returns the configured identity, else the host name.
 func (c Config) identity() (string, error) {
 	if c.Identity != "" {
@@ -163,6 +199,8 @@ func (c Config) identity() (string, error) {
 const (
 	taintSuffix          = "couchdb-saturated"
 	conditionLabelSuffix = "couchdb-load"
+	// ownerInfix starts the name of each owner label: <prefix>/flagged-by.<instance>.
+	ownerInfix = "flagged-by."
 	// ConditionType is the node condition couchwatch owns.
 	ConditionType = "CouchDBSaturated"
 	// LoadHigh is the value of the load label on a flagged node.
@@ -174,3 +212,10 @@ func (c Config) TaintKey() string { return c.Prefix + "/" + taintSuffix }
 
 // LabelKey is the label couchwatch puts on a flagged node.
 func (c Config) LabelKey() string { return c.Prefix + "/" + conditionLabelSuffix }
+
+// OwnerKey is the label by which instance says it needs the flag on a node;
+// its value names the saturated CouchDB (as the taint value does).
+func (c Config) OwnerKey(instance string) string { return c.Prefix + "/" + ownerInfix + instance }
+
+// ownerPrefix starts every owner label key.
+func (c Config) ownerPrefix() string { return c.Prefix + "/" + ownerInfix }

@@ -17,6 +17,8 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"mode", func(c *Config) { c.Mode = "maybe" }, `COUCHWATCH_KUBE: must be auto, on or off, got "maybe"`},
 		{"namespace", func(c *Config) { c.Namespace = "Bad_NS" }, "COUCHWATCH_KUBE_NAMESPACE: invalid namespace"},
+		{"instance", func(c *Config) { c.Instance = "Prod_1" }, `COUCHWATCH_KUBE_INSTANCE: invalid instance "Prod_1"`},
+		{"long instance", func(c *Config) { c.Instance = strings.Repeat("a", 53) }, "COUCHWATCH_KUBE_INSTANCE: instance \"" + strings.Repeat("a", 53) + "\" is longer than 52 characters"},
 		{"prefix", func(c *Config) { c.Prefix = "not a domain" }, "COUCHWATCH_KUBE_PREFIX: must be a DNS subdomain"},
 		{"flag after", func(c *Config) { c.FlagAfter = 0 }, "COUCHWATCH_KUBE_FLAG_AFTER: must be positive"},
 		{"clear below", func(c *Config) { c.ClearBelow = 1.5 }, "COUCHWATCH_KUBE_CLEAR_BELOW: must be within [0, 1]"},

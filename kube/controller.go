@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +30,7 @@ const resync = 30 * time.Second
 type Controller struct {
 	cfg      Config
 	ns       string
+	instance string // owner of this controller's flags
 	identity string
 	client   kubernetes.Interface
 	log      *slog.Logger
@@ -80,9 +80,14 @@ func NewController(cfg Config, client kubernetes.Interface, servers []string, lo
 	if err != nil {
 		return nil, err
 	}
+	inst, err := cfg.instance()
+	if err != nil {
+		return nil, err
+	}
 	c := &Controller{
 		cfg:      cfg,
 		ns:       cfg.namespace(),
+		instance: inst,
 		identity: id,
 		client:   client,
 		log:      log,
@@ -115,7 +120,7 @@ func NewController(cfg Config, client kubernetes.Interface, servers []string, lo
 		return nil, err
 	}
 	c.track = newTracker(cfg, names)
-	c.writer = &nodeWriter{client: client, cfg: cfg, clk: clk, m: m, marks: c.marks, specOK: c.specOK}
+	c.writer = &nodeWriter{client: client, cfg: cfg, instance: inst, clk: clk, m: m}
 	return c, nil
 }
 
@@ -181,7 +186,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 	}
 
-	c.log.Info("kubernetes flagger started", "namespace", c.ns, "identity", c.identity,
+	c.log.Info("kubernetes flagger started", "namespace", c.ns, "instance", c.instance, "identity", c.identity,
 		"lease", c.cfg.LeaseName, "dry_run", c.cfg.DryRun, "rebalance", c.cfg.Rebalance)
 	for ctx.Err() == nil {
 		le, err := c.elector()
@@ -275,187 +280,6 @@ func (c *Controller) lead(ctx context.Context) {
 		case <-t.C():
 		}
 		t.Stop()
-	}
-}
-
-// pass is one level-triggered reconciliation: observe, plan, ensure.
-func (c *Controller) pass(ctx context.Context) {
-	now := c.clk.Now()
-	c.mu.Lock()
-	servers := c.track.snapshot(now)
-	c.mu.Unlock()
-
-	// Where each CouchDB runs.
-	slices, err := c.slices.List(labels.Everything())
-	if err != nil {
-		c.log.Warn("list endpointslices from cache", "err", err)
-		return
-	}
-	lookup := podLister{c.pods.Pods(c.ns)}
-	placed := map[string]placement{}
-	byNode := map[string][]string{}
-	unplaced := map[string]bool{}
-	couchPods := map[string]bool{}
-	for _, t := range c.targets {
-		p := resolve(t, slices, lookup, c.podSel)
-		if p.Node == "" {
-			unplaced[t.Server] = true
-			continue
-		}
-		placed[t.Server] = p
-		byNode[p.Node] = append(byNode[p.Node], t.Server)
-		if p.Pod != nil {
-			couchPods[p.Pod.Namespace+"/"+p.Pod.Name] = true
-		}
-	}
-	// Pods the fallback selector names as CouchDB are never evicted either.
-	if pods, err := lookup.List(c.podSel); err == nil {
-		reqs, _ := c.podSel.Requirements()
-		for _, p := range pods {
-			for _, t := range c.targets {
-				for _, r := range reqs {
-					if p.Labels[r.Key()] == t.Service {
-						couchPods[p.Namespace+"/"+p.Name] = true
-					}
-				}
-			}
-		}
-	}
-
-	nodes, err := c.nodes.List(labels.Everything())
-	if err != nil {
-		c.log.Warn("list nodes from cache", "err", err)
-		return
-	}
-	byName := map[string]*corev1.Node{}
-	var views []nodeView
-	for _, n := range nodes {
-		byName[n.Name] = n
-		mk := c.marks(n)
-		v := nodeView{Name: n.Name, Flagged: mk.flagged(), Servers: byNode[n.Name]}
-		if d, ok := c.dry[n.Name]; ok {
-			v.Flagged = d
-		}
-		if mk.Taint != nil {
-			v.TaintFor = c.serverFor(mk.Taint.Value)
-		}
-		if v.Flagged || len(v.Servers) > 0 {
-			views = append(views, v)
-		}
-	}
-	couchHosts := 0
-	for n := range byNode {
-		if byName[n] != nil {
-			couchHosts++
-		}
-	}
-
-	clears, keeps, sets := plan(views, servers, unplaced)
-	for _, w := range clears {
-		c.apply(ctx, byName[w.Node], w, placed)
-	}
-	flagged := len(keeps)
-	for _, w := range keeps {
-		c.apply(ctx, byName[w.Node], w, placed)
-	}
-	var refused []string
-	for _, w := range sets {
-		var be *BudgetError
-		switch err := c.guard.flag(w.Node, flagged, couchHosts); {
-		case errors.As(err, &be):
-			refused = append(refused, be.Error())
-			continue
-		case errors.Is(err, ErrDryRun), err == nil:
-			flagged++
-			c.apply(ctx, byName[w.Node], w, placed)
-		}
-	}
-	if r := strings.Join(refused, "; "); r != c.refused {
-		c.refused = r
-		if r != "" {
-			c.log.Warn("not flagging: budget exhausted", "reason", r)
-		}
-	}
-
-	nFlagged := 0
-	hot := map[string]bool{}
-	for _, n := range nodes {
-		if ctx.Err() != nil {
-			return
-		}
-		cur, err := c.nodes.Get(n.Name)
-		if err != nil {
-			continue
-		}
-		if c.marks(cur).Taint != nil {
-			nFlagged++
-			for _, s := range byNode[n.Name] {
-				if servers[s].Hot {
-					hot[n.Name] = true
-				}
-			}
-		}
-	}
-	c.m.flagged.Set(float64(nFlagged))
-	if c.cfg.Rebalance && len(hot) > 0 {
-		pods, err := lookup.List(labels.Everything())
-		if err == nil {
-			c.rebalance(ctx, evictCandidates(pods, c.evictSel, hot, couchPods))
-		}
-	}
-}
-
-// apply brings one node to w, logs, counts and emits Events on transitions.
-func (c *Controller) apply(ctx context.Context, node *corev1.Node, w want, placed map[string]placement) {
-	if node == nil || ctx.Err() != nil {
-		return
-	}
-	log := c.log.With("node", w.Node, "server", w.Server, "reason", w.Reason)
-	spec := flagSpec{On: w.Flag}
-	if w.Flag {
-		spec.Server = c.taintValueFor(w.Server)
-	}
-	if c.cfg.DryRun {
-		prev, known := c.dry[w.Node]
-		if !known {
-			prev = c.marks(node).flagged()
-		}
-		if prev != w.Flag {
-			log.Info("dry run: would " + verbFor(w.Flag) + " node")
-		}
-		c.dry[w.Node] = w.Flag
-		return
-	}
-	if !w.Flag {
-		if err := c.guard.clear(); err != nil {
-			return
-		}
-	}
-	changed, err := c.writer.Ensure(ctx, node, w.Node, spec)
-	if err != nil {
-		if ctx.Err() == nil {
-			log.Warn("could not "+verbFor(w.Flag)+" node", "err", err)
-		}
-		return
-	}
-	if !changed {
-		return
-	}
-	action, typ, reason := actionClear, corev1.EventTypeNormal, EventCleared
-	msg := fmt.Sprintf("CouchDB %s is no longer saturated (%s): couchwatch removed taint %s", w.Server, w.Reason, c.cfg.TaintKey())
-	if w.Flag {
-		action, typ, reason = actionSet, corev1.EventTypeWarning, EventFlagged
-		msg = fmt.Sprintf("CouchDB %s is saturated: couchwatch set taint %s=%s:PreferNoSchedule", w.Server, c.cfg.TaintKey(), spec.Server)
-	}
-	c.m.flags.WithLabelValues(action).Inc()
-	log.Info(verbFor(w.Flag) + " node")
-	if err := c.event(ctx, nodeRef(node), typ, reason, msg); err != nil && ctx.Err() == nil {
-		log.Warn("event not recorded", "err", err)
-	}
-	if p, ok := placed[w.Server]; ok && p.Pod != nil {
-		if err := c.event(ctx, podRef(p.Pod), typ, reason, msg); err != nil && ctx.Err() == nil {
-			log.Warn("event not recorded", "err", err)
-		}
 	}
 }
 

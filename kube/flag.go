@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,10 +23,11 @@ const (
 	condReasonRecovered = "CouchDBRecovered"
 )
 
-// flagSpec is the state of our keys on a node.
+// flagSpec is what one instance wants on a node: its owner label with the
+// server's taint value (On), or no owner label.
 type flagSpec struct {
 	On     bool
-	Server string // taint value when On
+	Server string // taint value naming the saturated CouchDB when On
 }
 
 // nodeMarks reads our keys off a node.
@@ -32,17 +35,26 @@ type nodeMarks struct {
 	Taint     *corev1.Taint
 	Label     string
 	Condition *corev1.NodeCondition
+	Owners    map[string]string // instance -> taint value of the CouchDB it flags for
 }
 
-func (c *Controller) marks(n *corev1.Node) nodeMarks {
+func (c Config) marks(n *corev1.Node) nodeMarks {
 	var m nodeMarks
 	for i := range n.Spec.Taints {
-		if n.Spec.Taints[i].Key == c.cfg.TaintKey() {
+		if n.Spec.Taints[i].Key == c.TaintKey() {
 			m.Taint = &n.Spec.Taints[i]
 			break
 		}
 	}
-	m.Label = n.Labels[c.cfg.LabelKey()]
+	m.Label = n.Labels[c.LabelKey()]
+	for k, v := range n.Labels {
+		if inst, ok := strings.CutPrefix(k, c.ownerPrefix()); ok && inst != "" {
+			if m.Owners == nil {
+				m.Owners = map[string]string{}
+			}
+			m.Owners[inst] = v
+		}
+	}
 	for i := range n.Status.Conditions {
 		if n.Status.Conditions[i].Type == ConditionType {
 			m.Condition = &n.Status.Conditions[i]
@@ -52,45 +64,100 @@ func (c *Controller) marks(n *corev1.Node) nodeMarks {
 	return m
 }
 
-// flagged reports whether n carries any of our marks.
+// flagged reports whether n carries any of the shared marks.
 func (m nodeMarks) flagged() bool {
 	return m.Taint != nil || m.Label != "" || (m.Condition != nil && m.Condition.Status == corev1.ConditionTrue)
 }
 
-// specOK reports whether n's taint and label match want.
-func (c *Controller) specOK(m nodeMarks, want flagSpec) bool {
-	if !want.On {
+// shared is the state of the marks every instance shares on one node (taint,
+// load label, condition): on while any instance owns the flag.
+type shared struct {
+	On    bool
+	Value string // taint value
+}
+
+// sharedFor is what the shared marks must be once instance applies want: on
+// while any owner remains. The taint value stays as it is while it names a
+// remaining owner's CouchDB (a second owner does not rewrite it), else it
+// names the writer's, else the first remaining owner's (by instance name).
+// Every instance computes the same answer from the same node, so none undoes
+// another's write.
+func sharedFor(m nodeMarks, instance string, want flagSpec) shared {
+	owners := make(map[string]string, len(m.Owners)+1)
+	for k, v := range m.Owners {
+		owners[k] = v
+	}
+	delete(owners, instance)
+	if want.On {
+		owners[instance] = want.Server
+	}
+	if len(owners) == 0 {
+		return shared{}
+	}
+	if m.Taint != nil {
+		for _, v := range owners {
+			if v == m.Taint.Value {
+				return shared{On: true, Value: v}
+			}
+		}
+	}
+	if want.On {
+		return shared{On: true, Value: want.Server}
+	}
+	names := make([]string, 0, len(owners))
+	for k := range owners {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return shared{On: true, Value: owners[names[0]]}
+}
+
+// specOK reports whether n's owner label, taint and label match.
+func specOK(m nodeMarks, instance string, want flagSpec, sh shared) bool {
+	v, owned := m.Owners[instance]
+	if owned != want.On || (want.On && v != want.Server) {
+		return false
+	}
+	if !sh.On {
 		return m.Taint == nil && m.Label == ""
 	}
 	return m.Taint != nil && m.Taint.Effect == corev1.TaintEffectPreferNoSchedule &&
-		(want.Server == "" || m.Taint.Value == want.Server) && m.Label == LoadHigh
+		m.Taint.Value == sh.Value && m.Label == LoadHigh
 }
 
-// statusOK reports whether n's condition matches want. Off means "not True":
-// a node that never had the condition needs nothing.
-func statusOK(m nodeMarks, want flagSpec) bool {
-	if !want.On {
+// statusOK reports whether n's condition matches. Off means "not True": a
+// node that never had the condition needs nothing.
+func statusOK(m nodeMarks, sh shared) bool {
+	if !sh.On {
 		return m.Condition == nil || m.Condition.Status != corev1.ConditionTrue
 	}
 	return m.Condition != nil && m.Condition.Status == corev1.ConditionTrue
 }
 
-// nodeWriter writes our keys on nodes; every write is read-compare-write.
+// nodeWriter writes one instance's flags on nodes; every write is
+// read-compare-write.
 type nodeWriter struct {
-	client kubernetes.Interface
-	cfg    Config
-	clk    clock.Clock
-	m      *Metrics
-	marks  func(*corev1.Node) nodeMarks
-	specOK func(nodeMarks, flagSpec) bool
+	client   kubernetes.Interface
+	cfg      Config
+	instance string
+	clk      clock.Clock
+	m        *Metrics
 }
 
-// Ensure makes node carry exactly want under our prefix, starting from cached
-// (may be stale or nil). It writes only on difference and touches only our
-// keys; a taint/label patch carries the resourceVersion it was computed from,
-// so a concurrent writer makes it fail with a conflict and it is recomputed
-// from a fresh read. It reports whether the taint appeared or disappeared.
-func (w *nodeWriter) Ensure(ctx context.Context, cached *corev1.Node, name string, want flagSpec) (changed bool, err error) {
+// ensured is what one Ensure did.
+type ensured struct {
+	Changed bool     // this instance's ownership appeared or disappeared
+	Taint   bool     // the taint is on the node afterwards
+	Others  []string // other instances that still own the flag, sorted
+}
+
+// Ensure makes node carry this instance's ownership as want says, and the
+// shared marks on while any instance owns the flag, starting from cached (may
+// be stale or nil). It writes only on difference and touches only our keys;
+// each patch carries the resourceVersion it was computed from, so a
+// concurrent writer (another instance included) makes it fail with a conflict
+// and it is recomputed from a fresh read.
+func (w *nodeWriter) Ensure(ctx context.Context, cached *corev1.Node, name string, want flagSpec) (res ensured, err error) {
 	node := cached
 	fresh := false
 	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
@@ -103,79 +170,99 @@ func (w *nodeWriter) Ensure(ctx context.Context, cached *corev1.Node, name strin
 			node = n
 		}
 		fresh = true // any retry re-reads
-		m := w.marks(node)
-		if !w.specOK(m, want) {
-			patch, err := w.specPatch(node, want)
+		m := w.cfg.marks(node)
+		_, ownedBefore := m.Owners[w.instance]
+		sh := sharedFor(m, w.instance, want)
+		if !specOK(m, w.instance, want, sh) {
+			body, err := w.specPatch(node, want, sh)
 			if err != nil {
 				return err
 			}
-			n, err := w.client.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "couchwatch"})
-			if err != nil {
-				if !apierrors.IsConflict(err) {
-					w.m.apiError(verbPatch)
-				}
-				return fmt.Errorf("patch node %s: %w", name, err)
-			}
-			changed = (m.Taint != nil) != (w.marks(n).Taint != nil)
-			node = n
-			m = w.marks(n)
-		}
-		if !statusOK(m, want) {
-			patch, err := w.statusPatch(want)
+			n, err := w.patch(ctx, node, "", body, types.MergePatchType)
 			if err != nil {
 				return err
 			}
-			n, err := w.client.CoreV1().Nodes().Patch(ctx, name, types.StrategicMergePatchType, patch, metav1.PatchOptions{FieldManager: "couchwatch"}, "status")
-			if err != nil {
-				if !apierrors.IsConflict(err) {
-					w.m.apiError(verbPatch)
-				}
-				return fmt.Errorf("patch node %s status: %w", name, err)
-			}
-			node = n
+			node, m = n, w.cfg.marks(n)
 		}
+		if !statusOK(m, sh) {
+			body, err := w.statusPatch(node, sh)
+			if err != nil {
+				return err
+			}
+			n, err := w.patch(ctx, node, "status", body, types.StrategicMergePatchType)
+			if err != nil {
+				return err
+			}
+			node, m = n, w.cfg.marks(n)
+		}
+		_, ownedAfter := m.Owners[w.instance]
+		res = ensured{Changed: ownedBefore != ownedAfter, Taint: m.Taint != nil}
+		for k := range m.Owners {
+			if k != w.instance {
+				res.Others = append(res.Others, k)
+			}
+		}
+		sort.Strings(res.Others)
 		return nil
 	})
-	return changed, err
+	return res, err
 }
 
-// specPatch is a JSON merge patch of our taint and label, guarded by the
-// resourceVersion node was read at. The taint list is replaced whole (a merge
-// patch cannot edit a list), which is safe only because of that guard; every
-// other taint is copied through unchanged.
-func (w *nodeWriter) specPatch(node *corev1.Node, want flagSpec) ([]byte, error) {
+// patch sends one patch of node (sub: "" or "status"); conflicts are not
+// counted as API errors, they are retried.
+func (w *nodeWriter) patch(ctx context.Context, node *corev1.Node, sub string, body []byte, pt types.PatchType) (*corev1.Node, error) {
+	var subs []string
+	what := "node " + node.Name
+	if sub != "" {
+		subs = []string{sub}
+		what += " " + sub
+	}
+	n, err := w.client.CoreV1().Nodes().Patch(ctx, node.Name, pt, body, metav1.PatchOptions{FieldManager: "couchwatch"}, subs...)
+	if err != nil {
+		if !apierrors.IsConflict(err) {
+			w.m.apiError(verbPatch)
+		}
+		return nil, fmt.Errorf("patch %s: %w", what, err)
+	}
+	return n, nil
+}
+
+// specPatch is a JSON merge patch of our owner label, the taint and the load
+// label, guarded by the resourceVersion node was read at. The taint list is
+// replaced whole (a merge patch cannot edit a list), which is safe only
+// because of that guard; every other taint is copied through unchanged.
+func (w *nodeWriter) specPatch(node *corev1.Node, want flagSpec, sh shared) ([]byte, error) {
 	taints := make([]corev1.Taint, 0, len(node.Spec.Taints)+1)
 	for _, t := range node.Spec.Taints {
 		if t.Key != w.cfg.TaintKey() {
 			taints = append(taints, t)
 		}
 	}
-	var label any // nil deletes the key
-	if want.On {
-		taints = append(taints, corev1.Taint{Key: w.cfg.TaintKey(), Value: want.Server, Effect: corev1.TaintEffectPreferNoSchedule})
+	var label, owner any // nil deletes the key
+	if sh.On {
+		taints = append(taints, corev1.Taint{Key: w.cfg.TaintKey(), Value: sh.Value, Effect: corev1.TaintEffectPreferNoSchedule})
 		label = LoadHigh
+	}
+	if want.On {
+		owner = want.Server
 	}
 	var taintField any = taints
 	if len(taints) == 0 {
 		taintField = nil
 	}
-	p := map[string]any{
+	return marshal(map[string]any{
 		"metadata": map[string]any{
 			"resourceVersion": node.ResourceVersion,
-			"labels":          map[string]any{w.cfg.LabelKey(): label},
+			"labels":          map[string]any{w.cfg.LabelKey(): label, w.cfg.OwnerKey(w.instance): owner},
 		},
 		"spec": map[string]any{"taints": taintField},
-	}
-	b, err := json.Marshal(p)
-	if err != nil {
-		return nil, fmt.Errorf("encode node patch: %w", err)
-	}
-	return b, nil
+	})
 }
 
-// statusPatch is a strategic merge patch of our condition alone: conditions
-// merge by type, so other writers' conditions are never touched.
-func (w *nodeWriter) statusPatch(want flagSpec) ([]byte, error) {
+// statusPatch is a strategic merge patch of our condition alone (conditions
+// merge by type, so other writers' conditions are never touched), guarded by
+// the resourceVersion node was read at like the spec patch.
+func (w *nodeWriter) statusPatch(node *corev1.Node, sh shared) ([]byte, error) {
 	now := metav1.NewTime(w.clk.Now().Truncate(time.Second))
 	cond := corev1.NodeCondition{
 		Type:               ConditionType,
@@ -185,14 +272,21 @@ func (w *nodeWriter) statusPatch(want flagSpec) ([]byte, error) {
 		LastHeartbeatTime:  now,
 		LastTransitionTime: now,
 	}
-	if want.On {
+	if sh.On {
 		cond.Status = corev1.ConditionTrue
 		cond.Reason = condReasonSaturated
-		cond.Message = fmt.Sprintf("CouchDB %s on this node is saturated; new pods are steered away", want.Server)
+		cond.Message = fmt.Sprintf("CouchDB %s on this node is saturated; new pods are steered away", sh.Value)
 	}
-	b, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{cond}}})
+	return marshal(map[string]any{
+		"metadata": map[string]any{"resourceVersion": node.ResourceVersion},
+		"status":   map[string]any{"conditions": []corev1.NodeCondition{cond}},
+	})
+}
+
+func marshal(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
 	if err != nil {
-		return nil, fmt.Errorf("encode node status patch: %w", err)
+		return nil, fmt.Errorf("encode node patch: %w", err)
 	}
 	return b, nil
 }

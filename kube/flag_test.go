@@ -21,8 +21,7 @@ func testWriter(t *testing.T, objs ...runtime.Object) (*nodeWriter, *fake.Client
 	cs := fake.NewClientset(objs...)
 	cfg := DefaultConfig()
 	m := NewMetrics(nil)
-	c := &Controller{cfg: cfg}
-	return &nodeWriter{client: cs, cfg: cfg, clk: clocktesting.NewFakeClock(time.Unix(1e9, 0)), m: m, marks: c.marks, specOK: c.specOK}, cs, m
+	return &nodeWriter{client: cs, cfg: cfg, instance: "prod", clk: clocktesting.NewFakeClock(time.Unix(1e9, 0)), m: m}, cs, m
 }
 
 func foreignNode() *corev1.Node {
@@ -48,12 +47,13 @@ func writes(cs *fake.Clientset) []string {
 func TestEnsureTouchesOnlyOurKeys(t *testing.T) {
 	ctx := context.Background()
 	w, cs, _ := testWriter(t, foreignNode())
-	changed, err := w.Ensure(ctx, nil, "n1", flagSpec{On: true, Server: "couchdb-1"})
-	if err != nil || !changed {
-		t.Fatalf("Ensure on = (%v, %v), want (true, nil)", changed, err)
+	res, err := w.Ensure(ctx, nil, "n1", flagSpec{On: true, Server: "couchdb-1"})
+	if err != nil || !res.Changed || !res.Taint {
+		t.Fatalf("Ensure on = (%+v, %v), want changed with taint", res, err)
 	}
 	n, _ := cs.CoreV1().Nodes().Get(ctx, "n1", metav1.GetOptions{})
-	if n.Labels["team"] != "x" || n.Labels["couchwatch.medic.org.evil/couchdb-load"] != "keep" || n.Labels["couchwatch.medic.org/couchdb-load"] != "high" {
+	if n.Labels["team"] != "x" || n.Labels["couchwatch.medic.org.evil/couchdb-load"] != "keep" || n.Labels["couchwatch.medic.org/couchdb-load"] != "high" ||
+		n.Labels["couchwatch.medic.org/flagged-by.prod"] != "couchdb-1" {
 		t.Fatalf("labels = %v", n.Labels)
 	}
 	wantTaints := []corev1.Taint{
@@ -69,17 +69,17 @@ func TestEnsureTouchesOnlyOurKeys(t *testing.T) {
 
 	// Idempotent: a second Ensure writes nothing.
 	cs.ClearActions()
-	if changed, err := w.Ensure(ctx, n, "n1", flagSpec{On: true, Server: "couchdb-1"}); err != nil || changed {
-		t.Fatalf("second Ensure = (%v, %v)", changed, err)
+	if res, err := w.Ensure(ctx, n, "n1", flagSpec{On: true, Server: "couchdb-1"}); err != nil || res.Changed {
+		t.Fatalf("second Ensure = (%+v, %v)", res, err)
 	}
 	if ws := writes(cs); len(ws) != 0 {
 		t.Fatalf("second Ensure wrote %v", ws)
 	}
 
 	// Clearing removes ours and keeps theirs; the condition turns False.
-	changed, err = w.Ensure(ctx, n, "n1", flagSpec{})
-	if err != nil || !changed {
-		t.Fatalf("Ensure off = (%v, %v)", changed, err)
+	res, err = w.Ensure(ctx, n, "n1", flagSpec{})
+	if err != nil || !res.Changed || res.Taint {
+		t.Fatalf("Ensure off = (%+v, %v)", res, err)
 	}
 	n, _ = cs.CoreV1().Nodes().Get(ctx, "n1", metav1.GetOptions{})
 	if _, ok := n.Labels["couchwatch.medic.org/couchdb-load"]; ok || n.Labels["team"] != "x" || len(n.Labels) != 2 {
@@ -105,9 +105,9 @@ func TestEnsureRetriesConflicts(t *testing.T) {
 		return false, nil, nil
 	})
 	stale := foreignNode()
-	changed, err := w.Ensure(ctx, stale, "n1", flagSpec{On: true, Server: "couchdb-1"})
-	if err != nil || !changed {
-		t.Fatalf("Ensure = (%v, %v)", changed, err)
+	res, err := w.Ensure(ctx, stale, "n1", flagSpec{On: true, Server: "couchdb-1"})
+	if err != nil || !res.Changed {
+		t.Fatalf("Ensure = (%+v, %v)", res, err)
 	}
 	gets := 0
 	for _, a := range cs.Actions() {

@@ -30,6 +30,7 @@ type Metrics struct {
 	leader    prometheus.Gauge
 	flags     *prometheus.CounterVec
 	flagged   prometheus.Gauge
+	passes    prometheus.Counter
 	evictions *prometheus.CounterVec
 	apiErrors *prometheus.CounterVec
 }
@@ -43,11 +44,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		flags: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "couchwatch_kube_flags_total",
-			Help: "Node flag changes (taint, label, condition) by action.",
+			Help: "This instance's node flag changes (its owner label; taint, label, condition while any instance needs them) by action.",
 		}, []string{"action"}),
 		flagged: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "couchwatch_kube_flagged_nodes",
-			Help: "Kubernetes nodes currently flagged as hosting a saturated CouchDB.",
+			Help: "Kubernetes nodes this instance currently flags as hosting its saturated CouchDB.",
+		}),
+		passes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "couchwatch_kube_passes_total",
+			Help: "Flag passes (observe, plan, write) run while leading.",
 		}),
 		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "couchwatch_kube_evictions_total",
@@ -71,6 +76,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.leader = register(reg, m.leader)
 		m.flags = register(reg, m.flags)
 		m.flagged = register(reg, m.flagged)
+		m.passes = register(reg, m.passes)
 		m.evictions = register(reg, m.evictions)
 		m.apiErrors = register(reg, m.apiErrors)
 	}

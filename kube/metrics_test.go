@@ -29,7 +29,7 @@ func TestMetricsNamesAndLint(t *testing.T) {
 		names = append(names, mf.GetName())
 	}
 	sort.Strings(names)
-	want := "couchwatch_kube_api_errors_total couchwatch_kube_evictions_total couchwatch_kube_flagged_nodes couchwatch_kube_flags_total couchwatch_kube_leader"
+	want := "couchwatch_kube_api_errors_total couchwatch_kube_evictions_total couchwatch_kube_flagged_nodes couchwatch_kube_flags_total couchwatch_kube_leader couchwatch_kube_passes_total"
 	if got := strings.Join(names, " "); got != want {
 		t.Fatalf("families = %s\nwant %s (docs/metrics.md)", got, want)
 	}
