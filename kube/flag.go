@@ -171,7 +171,6 @@ func (w *nodeWriter) Ensure(ctx context.Context, cached *corev1.Node, name strin
 		}
 		fresh = true // any retry re-reads
 		m := w.cfg.marks(node)
-		_, ownedBefore := m.Owners[w.instance]
 		sh := sharedFor(m, w.instance, want)
 		if !specOK(m, w.instance, want, sh) {
 			body, err := w.specPatch(node, want, sh)
@@ -182,7 +181,13 @@ func (w *nodeWriter) Ensure(ctx context.Context, cached *corev1.Node, name strin
 			if err != nil {
 				return err
 			}
+			// Only a write that landed changes ownership; it stays changed
+			// when a later step of this attempt conflicts and is retried.
+			_, before := m.Owners[w.instance]
 			node, m = n, w.cfg.marks(n)
+			if _, after := m.Owners[w.instance]; before != after {
+				res.Changed = true
+			}
 		}
 		if !statusOK(m, sh) {
 			body, err := w.statusPatch(node, sh)
@@ -195,8 +200,7 @@ func (w *nodeWriter) Ensure(ctx context.Context, cached *corev1.Node, name strin
 			}
 			node, m = n, w.cfg.marks(n)
 		}
-		_, ownedAfter := m.Owners[w.instance]
-		res = ensured{Changed: ownedBefore != ownedAfter, Taint: m.Taint != nil}
+		res.Taint, res.Others = m.Taint != nil, nil
 		for k := range m.Owners {
 			if k != w.instance {
 				res.Others = append(res.Others, k)

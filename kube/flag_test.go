@@ -152,3 +152,65 @@ func condition(n *corev1.Node, typ corev1.NodeConditionType) *corev1.NodeConditi
 	}
 	return nil
 }
+
+// A status patch that conflicts after the spec patch landed is retried from a
+// fresh read, which already shows the ownership: the transition still counts.
+func TestEnsureChangeSurvivesStatusConflict(t *testing.T) {
+	ctx := context.Background()
+	w, cs, _ := testWriter(t, foreignNode())
+	conflicts := 1
+	cs.PrependReactor("patch", "nodes", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() == "status" && conflicts > 0 {
+			conflicts--
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "nodes"}, "n1", nil)
+		}
+		return false, nil, nil
+	})
+	res, err := w.Ensure(ctx, foreignNode(), "n1", flagSpec{On: true, Server: "couchdb-1"})
+	if err != nil || !res.Changed || conflicts != 0 {
+		t.Fatalf("Ensure = (%+v, %v) after %d conflicts left, want changed", res, err, conflicts)
+	}
+	n, _ := cs.CoreV1().Nodes().Get(ctx, "n1", metav1.GetOptions{})
+	if c := condition(n, ConditionType); c == nil || c.Status != corev1.ConditionTrue {
+		t.Fatalf("condition = %+v, want True after the retry", c)
+	}
+}
+
+// Two instances on one node: the second adds its owner label only, the first
+// leaving keeps the taint, the last leaving clears every mark.
+func TestEnsureTwoOwners(t *testing.T) {
+	ctx := context.Background()
+	a, cs, _ := testWriter(t, foreignNode())
+	b := &nodeWriter{client: cs, cfg: a.cfg, instance: "staging", clk: a.clk, m: a.m}
+	state := func() string {
+		n, _ := cs.CoreV1().Nodes().Get(ctx, "n1", metav1.GetOptions{})
+		m := a.cfg.marks(n)
+		v := "none"
+		if m.Taint != nil {
+			v = m.Taint.Value
+		}
+		return v + " " + m.Label + " " + n.Labels[a.cfg.OwnerKey("prod")] + "/" + n.Labels[a.cfg.OwnerKey("staging")] + " " + string(condition(n, ConditionType).Status)
+	}
+	steps := []struct {
+		w       *nodeWriter
+		want    flagSpec
+		changed bool
+		others  []string
+		state   string
+	}{
+		{a, flagSpec{On: true, Server: "couchdb-1"}, true, nil, "couchdb-1 high couchdb-1/ True"},
+		{b, flagSpec{On: true, Server: "couchdb-9"}, true, []string{"prod"}, "couchdb-1 high couchdb-1/couchdb-9 True"},
+		{a, flagSpec{}, true, []string{"staging"}, "couchdb-9 high /couchdb-9 True"},
+		{a, flagSpec{}, false, []string{"staging"}, "couchdb-9 high /couchdb-9 True"},
+		{b, flagSpec{}, true, nil, "none  / False"},
+	}
+	for i, s := range steps {
+		res, err := s.w.Ensure(ctx, nil, "n1", s.want)
+		if err != nil || res.Changed != s.changed || mustJSON(res.Others) != mustJSON(s.others) {
+			t.Fatalf("step %d: Ensure = (%+v, %v), want changed=%v others=%v", i, res, err, s.changed, s.others)
+		}
+		if got := state(); got != s.state {
+			t.Fatalf("step %d: node %q, want %q", i, got, s.state)
+		}
+	}
+}
