@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -161,8 +162,8 @@ func TestHostileReplies(t *testing.T) {
 	})
 }
 
-// Nodes that stream endless headers at full speed cost bounded memory, each call ends
-// with too_large, and the healthy nodes probed alongside answer every round. (Before
+// Nodes that stream endless headers at full speed cost bounded memory and descriptors,
+// each call ends with too_large, and the healthy nodes probed alongside answer every round. (Before
 // the caps, one such node took couchwatch from 44 MB to 1.37 GB in 8 s.) Bounded: at
 // most 60 rounds and 20 s.
 func TestHostileNodesBoundedMemory(t *testing.T) {
@@ -179,7 +180,8 @@ func TestHostileNodesBoundedMemory(t *testing.T) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	base := ms.HeapInuse
-	var peak atomic.Uint64
+	baseFDs := openFDs(t)
+	var peak, peakFDs atomic.Uint64
 	stop := make(chan struct{})
 	sampled := make(chan struct{})
 	go func() {
@@ -191,6 +193,9 @@ func TestHostileNodesBoundedMemory(t *testing.T) {
 			runtime.ReadMemStats(&ms)
 			if ms.HeapInuse > peak.Load() {
 				peak.Store(ms.HeapInuse)
+			}
+			if fds := uint64(openFDs(t)); fds > peakFDs.Load() {
+				peakFDs.Store(fds)
 			}
 			select {
 			case <-stop:
@@ -227,6 +232,10 @@ func TestHostileNodesBoundedMemory(t *testing.T) {
 		float64(base)/(1<<20), float64(peak.Load())/(1<<20))
 	if rounds < 10 {
 		t.Fatalf("only %d rounds in 20 s", rounds)
+	}
+	t.Logf("open descriptors: %d at start, peak %d", baseFDs, peakFDs.Load())
+	if int(peakFDs.Load()) > baseFDs+64 {
+		t.Fatalf("descriptors went from %d to %d: connections are not given back", baseFDs, peakFDs.Load())
 	}
 	if grew > 32<<20 {
 		t.Fatalf("heap grew by %.1f MiB against endless headers, want < 32 MiB", float64(grew)/(1<<20))
@@ -354,4 +363,13 @@ func TestErrorsNeverQuoteSecrets(t *testing.T) {
 			t.Logf("%v", errs[0])
 		})
 	}
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Error(err) // called from the sampling goroutine too: no Fatal
+	}
+	return len(ents)
 }
