@@ -253,7 +253,8 @@ func TestNodeFailures(t *testing.T) {
 				start := time.Now()
 				err := call(context.Background(), n)
 				checkErr(t, err, tc.want)
-				if took := time.Since(start); took > timeout+time.Second {
+				// Loose for busy machines: a missing deadline hangs the call, it is not slow.
+				if took := time.Since(start); took > timeout+10*time.Second {
 					t.Fatalf("%s took %v with a %v timeout", op, took, timeout)
 				}
 				var ce *couch.Error
@@ -268,14 +269,14 @@ func TestNodeFailures(t *testing.T) {
 
 func TestNodeCallerDeadlineWins(t *testing.T) {
 	c := startCluster(t, 1)
-	n := newNode(t, c, 0, couch.Options{User: "medic", Password: password, Timeout: 10 * time.Second})
+	n := newNode(t, c, 0, couch.Options{User: "medic", Password: password, Timeout: time.Minute})
 	c.Nodes()[0].Hang()
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	defer cancel()
 	start := time.Now()
 	_, err := n.Up(ctx) // the login itself hangs: the caller still leaves on time
 	checkErr(t, err, couch.ReasonTimeout)
-	if took := time.Since(start); took > 2*time.Second {
+	if took := time.Since(start); took > 20*time.Second { // well under the node's own minute
 		t.Fatalf("Up took %v with a 150ms caller deadline", took)
 	}
 }
@@ -307,7 +308,7 @@ func TestNodeWatch(t *testing.T) {
 	})
 	t.Run("crash ends the wait at once", func(t *testing.T) {
 		done := make(chan bool, 1)
-		go func() { done <- n.Watch(ctx, 10*time.Second) }()
+		go func() { done <- n.Watch(ctx, time.Minute) }()
 		waitFor(t, func() bool { return heldConns(sim) })
 		time.Sleep(20 * time.Millisecond) // let Watch park its read
 		start := time.Now()
@@ -317,10 +318,11 @@ func TestNodeWatch(t *testing.T) {
 			if !closed {
 				t.Fatal("Watch = false after a crash")
 			}
-			if took := time.Since(start); took > time.Second {
+			// Loose for busy machines; without the watch it would take the whole minute.
+			if took := time.Since(start); took > 20*time.Second {
 				t.Fatalf("Watch noticed the crash after %v", took)
 			}
-		case <-time.After(5 * time.Second):
+		case <-time.After(30 * time.Second):
 			t.Fatal("Watch did not return after the node crashed")
 		}
 		start = time.Now()

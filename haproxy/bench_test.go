@@ -63,10 +63,8 @@ func TestReconcile300Fast(t *testing.T) {
 	if len(res.Commands) != 599 || len(res.Skipped) != 1 {
 		t.Fatalf("%d commands, %d skips; want 599 (300 weights, 299 take-outs) and 1 last-ready skip", len(res.Commands), len(res.Skipped))
 	}
-	// Generous bound for a loaded CI machine with -race; the benchmark measures.
-	if elapsed > 2*time.Second {
-		t.Errorf("one pass on 300 servers took %s", elapsed)
-	}
+	// Not asserted: a busy CI machine can make any bound fail; BenchmarkReconcile300
+	// and bench/scale measure it.
 	all, err := p.Servers(haproxytest.DefaultBackend)
 	if err != nil {
 		t.Fatal(err)

@@ -136,7 +136,9 @@ func TestRuntimeNeverAnswers(t *testing.T) {
 	if err == nil || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("State err = %v, want deadline exceeded", err)
 	}
-	if d := time.Since(start); d > 2*time.Second {
+	// The socket never answers: returning at all is the deadline's doing. The bound only
+	// tells the Config.Timeout apart from the test's own, and is loose for busy machines.
+	if d := time.Since(start); d > 20*time.Second {
 		t.Fatalf("State took %s with a 200ms timeout", d)
 	}
 	// The caller's context is honoured too, even with a long Config.Timeout.
@@ -145,7 +147,7 @@ func TestRuntimeNeverAnswers(t *testing.T) {
 	defer cancel()
 	start = time.Now()
 	err = rt.Apply(ctx, []Command{{Server: "n1", Op: "state", Text: "set server b/n1 state drain"}})
-	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 2*time.Second {
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 20*time.Second { // < Config.Timeout (1m)
 		t.Fatalf("Apply err = %v after %s, want deadline exceeded quickly", err, time.Since(start))
 	}
 }

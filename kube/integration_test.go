@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 const (
 	taintKey = "couchwatch.medic.org/couchdb-saturated"
 	labelKey = "couchwatch.medic.org/couchdb-load"
-	wait     = 15 * time.Second
+	wait     = 60 * time.Second // a bound on failure only: a busy CI machine is slow
 )
 
 // cluster is one test's CouchDB deployment: a node per CouchDB, a pod pinned

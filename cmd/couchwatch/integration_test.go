@@ -176,7 +176,7 @@ func (s *stack) node(i int) *couchtest.Node { return s.cluster.Nodes()[i-1] }
 // wait polls what HAProxy itself reports until cond holds for server.
 func (s *stack) wait(server string, what string, cond func(haproxytest.Server) bool) haproxytest.Server {
 	s.t.Helper()
-	srv, err := s.hap.PollServer(context.Background(), backend, server, cond, 10*time.Second)
+	srv, err := s.hap.PollServer(context.Background(), backend, server, cond, haproxytest.MinWait)
 	if err != nil {
 		s.t.Fatalf("%s never %s: %v", server, what, err)
 	}
@@ -203,7 +203,7 @@ func (s *stack) get(path string) (int, string) {
 
 func (s *stack) waitHTTP(path string, code int) {
 	s.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(haproxytest.MinWait)
 	for {
 		got, body := s.get(path)
 		if got == code {
@@ -219,7 +219,7 @@ func (s *stack) waitHTTP(path string, code int) {
 // waitBody polls path until it answers code with a body containing want.
 func (s *stack) waitBody(path string, code int, want string) {
 	s.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(haproxytest.MinWait)
 	for {
 		got, body := s.get(path)
 		if got == code && strings.Contains(body, want) {
@@ -287,8 +287,10 @@ func TestRuntimeSteering(t *testing.T) {
 		start := time.Now()
 		s.node(3).Hang()
 		s.wait("couchdb-3", "maint", maint)
-		// fall=2 probes of 150 ms, 20 ms apart, plus one pass: well under a second.
-		if d := time.Since(start); d > 3*time.Second {
+		// fall=2 probes of 150 ms, 20 ms apart, plus one pass: well under a second on a
+		// quiet machine. Without probe deadlines the hung probes never return; the bound
+		// only tells the two apart and leaves a busy CI machine room (bench/failover measures).
+		if d := time.Since(start); d > 20*time.Second {
 			t.Errorf("hung node taken out after %s", d)
 		}
 		s.node(3).Resume()

@@ -453,11 +453,17 @@ func (p *Proc) Servers(backend string) (map[string]Server, error) {
 	return out, nil
 }
 
+// MinWait is the least WaitServer waits for a condition, whatever timeout it is given:
+// the wait returns as soon as the condition holds, so a long bound costs nothing, while
+// a short one fails on a busy 2-core CI machine. A test that needs "fast" measures it
+// (bench/), it does not time a wait.
+const MinWait = 30 * time.Second
+
 // WaitServer polls what HAProxy reports for backend/server until cond holds, and
-// fails the test when timeout passes first. It returns the last state read.
+// fails the test when max(timeout, MinWait) passes first. It returns the last state read.
 func (p *Proc) WaitServer(t testing.TB, backend, server string, cond func(Server) bool, timeout time.Duration) Server {
 	t.Helper()
-	s, err := p.PollServer(context.Background(), backend, server, cond, timeout)
+	s, err := p.PollServer(context.Background(), backend, server, cond, max(timeout, MinWait))
 	if err != nil {
 		t.Fatalf("haproxytest: %s/%s: %v", backend, server, err)
 	}
