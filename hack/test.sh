@@ -11,6 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ensure_go
 ensure_cmd haproxy haproxy
 ensure_cmd promtool prometheus
+ensure_cmd docker-compose docker-compose
 
 STATICCHECK_VERSION=v0.8.2
 
@@ -19,6 +20,10 @@ echo "== kube-apiserver, kube-scheduler, etcd (built from Go modules, cached)"
 KUBEBUILDER_ASSETS="$(hack/kubebin/build.sh)"
 export KUBEBUILDER_ASSETS
 echo "   $KUBEBUILDER_ASSETS ($((SECONDS - start))s)"
+
+echo "== helm (built from its Go module, cached)"
+HELM="$(hack/helmbin.sh)"
+export HELM
 
 echo "== gofmt, go vet"
 unformatted="$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"

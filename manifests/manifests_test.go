@@ -824,7 +824,7 @@ func TestComposeOverride(t *testing.T) {
 		Volumes  map[string]map[string]any `json:"volumes"`
 	}
 	mustYAML(t, readFile(t, "compose/couchwatch.yml"), &agent)
-	mustYAML(t, readFile(t, "compose/couchwatch-runtime-api.yml"), &runtime)
+	mustYAML(t, readFile(t, "compose/00-couchwatch-runtime-api.yml"), &runtime)
 
 	hc := agent.Services["healthcheck"]
 	if hc == nil {
