@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/medic/couchwatch/internal/testenv"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -96,17 +97,14 @@ func startAPIServer(t *testing.T) (kubernetes.Interface, string) {
 	t.Helper()
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("KUBEBUILDER_ASSETS is not set (export KUBEBUILDER_ASSETS=$(hack/kubebin/build.sh))")
-		}
-		t.Skip("KUBEBUILDER_ASSETS is not set; export KUBEBUILDER_ASSETS=$(hack/kubebin/build.sh)")
+		testenv.Missing(t, "KUBEBUILDER_ASSETS is not set (export KUBEBUILDER_ASSETS=$(hack/kubebin/build.sh))")
 	}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: assets,
 		CRDDirectoryPaths:     []string{"testdata/crds"},
 		ErrorIfCRDPathMissing: true,
 	}
-	var log syncBuf
+	var log testenv.LogBuffer
 	api := env.ControlPlane.GetAPIServer()
 	api.Out, api.Err = &log, &log
 	api.Configure().
