@@ -181,3 +181,45 @@ func waitConns(t *testing.T, p *haproxytest.Proc, server string) {
 		time.Sleep(10 * time.Millisecond) // an external process's state: poll
 	}
 }
+
+// Every documented skip reason Plan owns is reachable and counted once per episode:
+// not_verified here (last_ready above; budget and flapping come from the policy, in
+// cmd/couchwatch's tests).
+func TestReconcileNotVerifiedCountedOnce(t *testing.T) {
+	p := haproxytest.StartT(t, haproxytest.Options{Servers: []haproxytest.ServerSpec{{Name: "n1", Addr: answering(t)}, {Name: "n2", Addr: answering(t)}}})
+	if _, err := p.Cmd("set server couchdb-servers/n1 state maint"); err != nil {
+		t.Fatal(err)
+	}
+	m := haproxy.NewMetrics(prometheus.NewRegistry())
+	r := haproxy.NewReconciler(runtimeFor(t, p, false), haproxy.Budget{}, nil, m)
+	d := haproxy.Desired{Servers: map[string]haproxy.Want{"n1": {State: haproxy.StateReady, Weight: -1}, "n2": {Weight: -1}}}
+	for range 3 {
+		if _, err := r.Reconcile(context.Background(), d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := testutil.ToFloat64(m.Skipped.WithLabelValues("not_verified")); got != 1 {
+		t.Errorf("skipped_total{not_verified} = %v over one episode, want 1", got)
+	}
+	p.WaitServer(t, backend, "n1", func(s haproxytest.Server) bool { return s.AdminBits == 1 }, time.Second)
+}
+
+// An unwatched server in the backend does not count as serving: with the two watched
+// nodes in CouchDB maintenance, one of their servers stays in.
+func TestReconcileIgnoresUnwatchedServers(t *testing.T) {
+	p := haproxytest.StartT(t, haproxytest.Options{Servers: []haproxytest.ServerSpec{
+		{Name: "n1", Addr: answering(t)}, {Name: "n2", Addr: answering(t)}, {Name: "stray", Addr: upstream(t)},
+	}})
+	r := haproxy.NewReconciler(runtimeFor(t, p, false), haproxy.Budget{MinReady: 1}, nil, nil)
+	d := haproxy.Desired{Servers: map[string]haproxy.Want{
+		"n1": {State: haproxy.StateDrain, Weight: -1, Reason: "maintenance"},
+		"n2": {State: haproxy.StateDrain, Weight: -1, Reason: "maintenance"},
+	}}
+	if _, err := r.Reconcile(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	all, _ := p.Servers(backend)
+	if all["n1"].AdminBits != 0 && all["n2"].AdminBits != 0 {
+		t.Fatalf("both watched servers out, only the unwatched one left: %+v", all)
+	}
+}

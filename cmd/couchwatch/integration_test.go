@@ -40,7 +40,9 @@ type stack struct {
 }
 
 type stackOpts struct {
-	env         map[string]string // overrides of fastEnv
+	env         map[string]string          // overrides of fastEnv
+	haproxy     func(*haproxytest.Options) // changes to HAProxy's configuration
+	before      func(*stack)               // runs once HAProxy and the cluster are up, before couchwatch starts
 	serverExtra func(i int, agentAddr string) string
 	runtime     bool // COUCHWATCH_HAPROXY_SOCKET set
 	agent       bool
@@ -102,7 +104,14 @@ func newStack(t *testing.T, o stackOpts) *stack {
 		specs = append(specs, haproxytest.ServerSpec{Name: names[i], Addr: n.Addr(), Extra: extra})
 		servers = append(servers, n.Addr())
 	}
-	s.hap = haproxytest.StartT(t, haproxytest.Options{Servers: specs})
+	hopt := haproxytest.Options{Servers: specs}
+	if o.haproxy != nil {
+		o.haproxy(&hopt)
+	}
+	s.hap = haproxytest.StartT(t, hopt)
+	if o.before != nil {
+		o.before(s)
+	}
 
 	env := fastEnv()
 	env["COUCHDB_SERVERS"] = strings.Join(servers, ",")
