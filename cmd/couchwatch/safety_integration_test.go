@@ -68,8 +68,12 @@ func TestRestartWithDeadNodeNeverReadiesIt(t *testing.T) {
 		}
 	}})
 	s.waitHTTP("/readyz", http.StatusOK)
-	s.waitMetric("node 1 up", func() bool { return s.metric("couchwatch_node_verdict", "node", s.node(1).Addr(), "verdict", "up") == 1 })
-	s.waitMetric("node 2 up", func() bool { return s.metric("couchwatch_node_verdict", "node", s.node(2).Addr(), "verdict", "up") == 1 })
+	s.waitMetric("node 1 up", func() bool {
+		return s.metric("couchwatch_node_verdict", "node", s.node(1).Addr(), "verdict", "up") == 1
+	})
+	s.waitMetric("node 2 up", func() bool {
+		return s.metric("couchwatch_node_verdict", "node", s.node(2).Addr(), "verdict", "up") == 1
+	})
 	sent := s.sent(0)
 	if n := count(sent, "couchdb-3 state ready"); n != 0 {
 		t.Errorf("the dead node's server was made ready %d times: %q", n, sent)
