@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"reflect"
 	"regexp"
 	"strconv"
 )
@@ -112,18 +113,16 @@ func parseReader[T any](r io.Reader, op string, parse func([]byte) (T, error)) (
 func parseSystem(b []byte) (System, error) {
 	const op = "system"
 	var reply struct {
-		Uptime        json.RawMessage            `json:"uptime"`
-		RunQueue      json.RawMessage            `json:"run_queue"`
-		DirtyCPU      json.RawMessage            `json:"run_queue_dirty_cpu"`
-		OSProcCount   json.RawMessage            `json:"os_proc_count"`
-		ProcessCount  json.RawMessage            `json:"process_count"`
-		MessageQueues map[string]json.RawMessage `json:"message_queues"`
-		Memory        map[string]json.RawMessage `json:"memory"`
+		Uptime        *count                `json:"uptime"`
+		RunQueue      *count                `json:"run_queue"`
+		DirtyCPU      *count                `json:"run_queue_dirty_cpu"`
+		OSProcCount   *count                `json:"os_proc_count"`
+		ProcessCount  *count                `json:"process_count"`
+		MessageQueues map[string]queueValue `json:"message_queues"`
+		Memory        map[string]byteCount  `json:"memory"`
 	}
-	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
-		if json.Valid(b) {
-			return System{}, malformed(op, errors.New("not an object"))
-		}
+	if t := bytes.TrimLeft(b, " \t\r\n"); (len(t) == 0 || t[0] != '{') && json.Valid(b) {
+		return System{}, malformed(op, errors.New("not an object"))
 	}
 	if err := json.Unmarshal(b, &reply); err != nil {
 		return System{}, malformed(op, err)
@@ -131,63 +130,117 @@ func parseSystem(b []byte) (System, error) {
 	if reply.RunQueue == nil {
 		return System{}, malformed(op, fmt.Errorf("no %q field", "run_queue"))
 	}
-	var s System
-	var errs []error
-	field := func(name string, raw json.RawMessage, hi int64, dst *int64) {
-		if raw == nil {
-			return
+	s := System{RunQueue: int64(*reply.RunQueue)}
+	for _, f := range []struct {
+		v   *count
+		dst *int64
+	}{{reply.Uptime, &s.Uptime}, {reply.DirtyCPU, &s.RunQueueDirtyCPU}, {reply.OSProcCount, &s.OSProcCount}, {reply.ProcessCount, &s.ProcessCount}} {
+		if f.v != nil {
+			*f.dst = int64(*f.v)
 		}
-		n, err := intIn(raw, 0, hi)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
-		}
-		*dst = n
 	}
-	field("uptime", reply.Uptime, maxBytes, &s.Uptime)
-	field("run_queue", reply.RunQueue, MaxCount, &s.RunQueue)
-	field("run_queue_dirty_cpu", reply.DirtyCPU, MaxCount, &s.RunQueueDirtyCPU)
-	field("os_proc_count", reply.OSProcCount, MaxCount, &s.OSProcCount)
-	field("process_count", reply.ProcessCount, MaxCount, &s.ProcessCount)
 	if reply.MessageQueues != nil {
 		s.MessageQueues = make(map[string]int64, len(reply.MessageQueues))
-		for name, raw := range reply.MessageQueues {
-			switch raw[0] {
-			case '{': // a histogram: keep its p99 and max
-				var h map[string]json.RawMessage
-				if err := json.Unmarshal(raw, &h); err != nil {
-					errs = append(errs, fmt.Errorf("message_queues.%.40s: %w", name, err))
-					continue
-				}
-				var p99, maxv int64
-				for k, dst := range map[string]*int64{"99": &p99, "max": &maxv} {
-					if v, ok := h[k]; ok && isNumber(v) {
-						field("message_queues."+name+"."+k, v, MaxCount, dst)
-					}
-				}
-				s.MessageQueues[name+"_p99"] = p99
-				s.MessageQueues[name+"_max"] = maxv
-			case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
-				var n int64
-				field("message_queues."+name, raw, MaxCount, &n)
-				s.MessageQueues[name] = n
+		for name, q := range reply.MessageQueues {
+			switch q.kind {
+			case queueHistogram:
+				s.MessageQueues[name+"_p99"] = q.p99
+				s.MessageQueues[name+"_max"] = q.max
+			case queueNumber:
+				s.MessageQueues[name] = q.n
 			}
-			// neither a number nor a histogram: not ours to judge
 		}
 	}
 	if reply.Memory != nil {
 		s.Memory = make(map[string]int64, len(reply.Memory))
-		for name, raw := range reply.Memory {
-			if isNumber(raw) {
-				var n int64
-				field("memory."+name, raw, maxBytes, &n)
-				s.Memory[name] = n
+		for name, v := range reply.Memory {
+			if v.ok {
+				s.Memory[name] = v.n
 			}
 		}
 	}
-	if len(errs) > 0 {
-		return System{}, malformed(op, errors.Join(errs...))
-	}
 	return s, nil
+}
+
+// count is a JSON number that must be an integer in 0..MaxCount (a fraction is
+// truncated); anything else fails the decode.
+type count int64
+
+func (c *count) UnmarshalJSON(b []byte) error {
+	n, err := intIn(b, 0, MaxCount)
+	*c = count(n)
+	return typeError(err)
+}
+
+// typeError makes err an *json.UnmarshalTypeError, which encoding/json completes with
+// the field's path ("message_queues.couch_server").
+func typeError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &json.UnmarshalTypeError{Value: fmt.Sprintf("%.60v", err), Type: reflect.TypeFor[int64]()}
+}
+
+// byteCount is a memory figure: a number in 0..2^62, or (ok false) any other value,
+// which is ignored.
+type byteCount struct {
+	n  int64
+	ok bool
+}
+
+func (c *byteCount) UnmarshalJSON(b []byte) error {
+	if !isNumber(b) {
+		return nil
+	}
+	n, err := intIn(b, 0, maxBytes)
+	c.n, c.ok = n, err == nil
+	return typeError(err)
+}
+
+type queueKind uint8
+
+const (
+	queueIgnored queueKind = iota
+	queueNumber
+	queueHistogram
+)
+
+// queueValue is one message_queues entry: a count, a histogram object (its "99" and
+// "max" kept when they are numbers) or anything else (ignored).
+type queueValue struct {
+	kind        queueKind
+	n, p99, max int64
+}
+
+func (q *queueValue) UnmarshalJSON(b []byte) error {
+	switch {
+	case isNumber(b):
+		n, err := intIn(b, 0, MaxCount)
+		q.kind, q.n = queueNumber, n
+		return typeError(err)
+	case b[0] == '{':
+		var h struct {
+			P99 json.RawMessage `json:"99"`
+			Max json.RawMessage `json:"max"`
+		}
+		if err := json.Unmarshal(b, &h); err != nil {
+			return err
+		}
+		q.kind = queueHistogram
+		for _, f := range []struct {
+			raw json.RawMessage
+			dst *int64
+		}{{h.P99, &q.p99}, {h.Max, &q.max}} {
+			if isNumber(f.raw) {
+				n, err := intIn(f.raw, 0, MaxCount)
+				if err != nil {
+					return typeError(err)
+				}
+				*f.dst = n
+			}
+		}
+	}
+	return nil
 }
 
 func isNumber(raw json.RawMessage) bool {
