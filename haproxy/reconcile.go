@@ -126,7 +126,14 @@ func (r *Reconciler) record(backend string, cmds []Command, results []error, err
 			r.m.Commands.WithLabelValues(c.Op, "error").Inc()
 			failed = append(failed, cerr)
 		default:
-			r.log.Info("haproxy command", "backend", backend, "server", c.Server,
+			// State changes are actions and logged; a weight step is one of many in a
+			// ramp (slow start, load) and only logged at debug: its current value is
+			// couchwatch_haproxy_server_weight.
+			lvl := slog.LevelInfo
+			if c.Op == OpWeight {
+				lvl = slog.LevelDebug
+			}
+			r.log.Log(context.Background(), lvl, "haproxy command", "backend", backend, "server", c.Server,
 				"reason", c.Reason, "detail", c.Detail, "cmd", c.Text)
 			r.m.Commands.WithLabelValues(c.Op, "ok").Inc()
 			if c.Op == OpState && (c.State == StateDrain || c.State == StateMaint) && contains(drainReasons(), c.Reason) {

@@ -254,8 +254,13 @@ func (c Config) LogValue() slog.Value {
 		slog.String("haproxy_backend", c.HAProxy.Backend),
 		slog.Bool("dry_run", c.DryRun),
 		slog.String("on_node_loss", c.OnNodeLoss),
-		slog.Duration("probe_interval", c.Checks.Interval),
-		slog.Duration("probe_timeout", c.Checks.Timeout),
+		// Durations as Go duration strings ("500ms"): slog's JSON handler prints a
+		// time.Duration in nanoseconds.
+		slog.String("probe_interval", c.Checks.Interval.String()),
+		slog.String("probe_timeout", c.Checks.Timeout.String()),
+		slog.String("system_interval", c.Checks.SystemInterval.String()),
+		slog.String("reconcile_interval", c.Reconcile.String()),
+		slog.String("slowstart", c.Policy.SlowStart.String()),
 		slog.Int("rise", c.Checks.Rise),
 		slog.Int("fall", c.Checks.Fall),
 		slog.String("kube", c.Kube.Mode),

@@ -49,6 +49,7 @@ type stackOpts struct {
 	names       []string                 // HAProxy server names; default couchdb-1..3
 	mapByName   bool                     // set COUCHWATCH_SERVER_MAP node address -> server name
 	setup       func(*couchtest.Cluster) // before couchwatch starts
+	netTick     time.Duration            // the cluster's net_ticktime; 0 = 1s
 }
 
 // fastEnv is couchwatch tuned for tests: every interval short.
@@ -78,7 +79,11 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	s := &stack{t: t, logs: &testenv.LogBuffer{}, done: make(chan error, 1)}
 	// Not the simulator's default password: "password" is part of CouchDB's own metric
 	// names (couchdb_password_hasher_*), and the leak checks look for the password.
-	s.cluster = couchtest.NewClusterT(t, 3, couchtest.Options{NetTickTime: time.Second, User: "medic", Password: "pw-7f3a9c"})
+	tick := o.netTick
+	if tick == 0 {
+		tick = time.Second
+	}
+	s.cluster = couchtest.NewClusterT(t, 3, couchtest.Options{NetTickTime: tick, User: "medic", Password: "pw-7f3a9c"})
 	if o.setup != nil {
 		o.setup(s.cluster)
 	}
