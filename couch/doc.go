@@ -20,6 +20,11 @@
 // Importing kivik's couchdb driver registers it with kivik's driver registry (kivik's
 // init, not ours).
 //
+// An own HTTP/1.1 client and JSON scanner served the probes until 2026-12-01, written for
+// a 300-node CPU target. On the standard libraries couchwatch uses 0.25 % of a core and
+// 44.9 MiB at 3 nodes, 1.00 % and 47.3 MiB at 30 (bench/scale, targets 1 %/48 MiB and
+// 3 %/64 MiB), so none of that code stays.
+//
 // # Authentication
 //
 // CHT runs CouchDB with require_valid_user = true, so even /_up needs auth, and Basic
