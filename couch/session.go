@@ -97,6 +97,9 @@ func (a *authRT) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, err = a.send(req, cookie)
 	if err == nil && resp.StatusCode == http.StatusUnauthorized {
+		// Two sessions in a row rejected (the one before this login may have been fresh
+		// too): a node that accepts the login and rejects its session. A single strike
+		// could be a node that restarted with a new secret in between.
 		s.distrust(gen)
 	}
 	return resp, err
