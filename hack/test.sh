@@ -12,6 +12,7 @@ ensure_go
 ensure_cmd haproxy haproxy
 ensure_cmd promtool prometheus
 ensure_cmd docker-compose docker-compose
+ensure_cmd chromium chromium
 
 STATICCHECK_VERSION=v0.8.2
 

@@ -191,7 +191,6 @@ func (w *shardWatcher) read(ctx context.Context, n *couch.Node, members []string
 	for _, db := range order {
 		w.ranges.WithLabelValues(db).Set(0)
 	}
-	w.lastKey = "\x00" // recompute and report at the next update
 	w.log.Info("shard maps read", "node", n.Name(), "databases", len(order), "truncated", w.view.Truncated)
 	return nil
 }
@@ -312,10 +311,8 @@ func (w *shardWatcher) update(now time.Time, statuses []checks.Status, failOpen 
 	if key == w.lastKey {
 		return
 	}
-	first := w.lastKey == "\x00" && key == ""
 	w.lastKey = key
 	switch {
-	case first:
 	case key == "":
 		w.log.Info("every shard range is available again")
 		w.tl.add(Event{At: now, Kind: evShards, Text: "every shard range available again"})

@@ -8,11 +8,13 @@ import (
 )
 
 // The status page's charts: each node's load score and latency over historySpan, one
-// sample per historyStep at most. Memory is fixed: span/step samples per node.
-const (
-	historySpan = 15 * time.Minute
-	historyStep = 5 * time.Second
-)
+// sample per step at most: five reconcile intervals, within [1 s, 5 s]. Memory is fixed:
+// at most 900 samples per node.
+const historySpan = 15 * time.Minute
+
+func historyStep(reconcile time.Duration) time.Duration {
+	return min(max(5*reconcile, time.Second), 5*time.Second)
+}
 
 // Sample is one point of a node's history. Score is -1 when unknown (node down, no
 // _system sample yet); LatencyMS is -1 when the node did not answer.

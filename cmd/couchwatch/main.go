@@ -182,7 +182,7 @@ func newApp(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*app, error
 	}
 	a := &app{cfg: cfg, log: log, reg: reg, targets: targets, explMap: explMap}
 	a.last.pstate = newPolicyState()
-	a.timeline, a.history = newTimeline(timelineSize), newHistory(historySpan, historyStep)
+	a.timeline, a.history = newTimeline(timelineSize), newHistory(historySpan, historyStep(cfg.Reconcile))
 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_build_info",

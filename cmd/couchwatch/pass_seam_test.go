@@ -54,7 +54,7 @@ func seamApp(t *testing.T, statuses []checks.Status, rec reconciler) *app {
 		hosts: newHostCache(nil, nil), rec: rec,
 		failOpen: prometheus.NewGauge(prometheus.GaugeOpts{Name: "f"}), failOpenTotal: prometheus.NewCounter(prometheus.CounterOpts{Name: "t"}),
 		budgetExhausted: prometheus.NewGauge(prometheus.GaugeOpts{Name: "b"})}
-	a.timeline, a.history = newTimeline(timelineSize), newHistory(historySpan, historyStep)
+	a.timeline, a.history = newTimeline(timelineSize), newHistory(historySpan, historyStep(time.Second))
 	a.last.pstate = newPolicyState()
 	return a
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"strings"
+
 	"github.com/medic/couchwatch/checks"
 	"github.com/medic/couchwatch/haproxy"
 )
@@ -35,7 +37,11 @@ func (a *app) recordPass(prev, ps passState) {
 			text = "dry run: " + text
 		}
 		reason := c.Reason
-		if c.Detail != "" && c.Detail != c.Reason {
+		switch {
+		case c.Detail == "" || c.Detail == c.Reason:
+		case strings.HasPrefix(c.Detail, c.Reason):
+			reason = c.Detail // "saturated: load score 0.92 (run_queue)"
+		default:
 			reason += ": " + c.Detail
 		}
 		tl.add(Event{At: ps.at, Kind: evCommand, Node: nodeOf[c.Server], Server: c.Server, Text: text, Reason: reason})

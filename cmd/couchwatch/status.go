@@ -103,6 +103,9 @@ type haproxyView struct {
 	Sessions int    `json:"sessions"`
 	Check    string `json:"check,omitempty"`
 	Matches  bool   `json:"matches_want"`
+	// Pending: commands for this server were sent this pass (HAProxy's state above is
+	// what it reported before them).
+	Pending []string `json:"sent_this_pass,omitempty"`
 }
 
 func (a *app) status() statusView {
@@ -176,6 +179,11 @@ func (a *app) nodeStatus(st checks.Status, last passState, now time.Time) nodeVi
 				Sessions: s.CurConns, Check: s.CheckDesc}
 			nv.HAProxy.Matches = !wanted || (s.Admin == w.State && (w.Weight < 0 || s.UWeight == w.Weight))
 		}
+		for _, c := range last.commands {
+			if c.Server == nv.Server {
+				nv.HAProxy.Pending = append(nv.HAProxy.Pending, c.Text)
+			}
+		}
 	}
 	nv.Rule = a.ruleFor(st, nv, last)
 	return nv
@@ -222,13 +230,14 @@ func (a *app) ruleFor(st checks.Status, nv nodeView, last passState) string {
 		return "down: maint; rule 3: ready again only after rise good probes"
 	case a.rt == nil:
 		return "rule 5: agent mode: HAProxy's agent-check is the one writer"
-	case nv.HAProxy.Reported && !nv.HAProxy.Matches:
+	case nv.HAProxy.Reported && !nv.HAProxy.Matches && len(nv.HAProxy.Pending) == 0:
 		return "rule 4: HAProxy differs from what couchwatch wants: repaired at the next pass"
 	}
 	return ""
 }
 
-// signalValue returns the raw value of the named load signal and where it saturates.
+// signalValue returns the raw value of the named load signal and where it saturates
+// (latencies in ms), mirroring checks.LoadConfig.Score.
 func signalValue(c checks.LoadConfig, s checks.Signals, name string) (float64, float64) {
 	switch name {
 	case "run_queue":
@@ -244,7 +253,16 @@ func signalValue(c checks.LoadConfig, s checks.Signals, name string) (float64, f
 	case "couch_file_p99":
 		return s.CouchFileP99, c.CouchFile
 	case "os_proc_count":
-		return s.JSProcs, c.JSProcs
+		limit := c.JSProcs // COUCHWATCH_JS_PROCESS_LIMIT, else CouchDB's os_process_limit
+		if limit <= 0 {
+			limit = s.JSLimit
+		}
+		if limit <= 0 {
+			limit = checks.DefaultJSProcessLimit
+		}
+		return s.JSProcs, limit
+	case "system_latency":
+		return float64(s.SystemLatency.Microseconds()) / 1000, float64(c.SysLatency.Microseconds()) / 1000
 	case "active_tasks":
 		return s.Tasks["indexer"] + s.Tasks["database_compaction"] + s.Tasks["view_compaction"], c.Tasks
 	case "latency":

@@ -42,11 +42,11 @@ svg{display:block}
 <td><b>{{.Node}}</b><br>CouchDB <span class="mono">{{if .ErlangName}}{{.ErlangName}}{{else}}(name not learnt){{end}}</span><br>HAProxy <span class="mono">{{if .Server}}{{.Server}}{{else}}(none){{end}}</span></td>
 <td><b class="verdict">{{.Verdict}}</b><br>{{.Reason}}<br><span class="muted">since {{ago $.Now .Since}}</span>{{if .Rule}}<br><i class="rule">{{.Rule}}</i>{{end}}</td>
 <td>{{with .Probe}}/_up: {{if .Current}}answered <b>{{.UpStatus}}</b> {{ago $.Now .LastProbe}}{{else}}<span class="stale"><b>no answer</b> {{ago $.Now .LastProbe}}{{if .Failure}}: {{.Failure}}{{end}}</span><br>last answer: {{if .UpStatus}}{{.UpStatus}} {{ago $.Now .LastAnswer}} (not current){{else}}never{{end}}{{end}}<br>latency EWMA {{ms .LatencyMS}}{{if .NoData}}<br><span class="alert">its shards are unavailable</span>{{end}}{{end}}
-<br>load {{if .Load.Known}}<b>{{score .Load.Score}}</b>, driven by <b>{{.Load.Signal}}</b>{{if .Load.Limit}} = {{.Load.Value}} (saturates at {{.Load.Limit}}){{end}}{{else}}unknown{{end}}
+<br>load {{if .Load.Known}}<b>{{score .Load.Score}}</b>, driven by <b>{{.Load.Signal}}</b>{{if .Load.Limit}} = {{printf "%.4g" .Load.Value}} (saturates at {{printf "%.4g" .Load.Limit}}){{end}}{{else}}unknown{{end}}
 {{if .Disagreement}}<br><span class="alert">missing from all_nodes of {{range .MissingFrom}}{{.}} {{end}}</span>{{end}}</td>
 <td>{{chart .History $.Now}}</td>
 <td>{{if .Want.State}}<b>{{.Want.State}}</b> {{weight .Want.Weight}}<br><span class="muted">{{.Want.Reason}}</span>{{else}}<span class="muted">nothing</span>{{end}}</td>
-<td>{{if .HAProxy.Reported}}<b>{{.HAProxy.Admin}}</b> ({{.HAProxy.Op}}) weight {{.HAProxy.Weight}}<br>{{.HAProxy.Sessions}} sessions{{if .HAProxy.Check}} · check {{.HAProxy.Check}}{{end}}{{if not .HAProxy.Matches}}<br><span class="alert">differs from want</span>{{end}}{{else}}<span class="muted">not read (agent mode or no answer)</span>{{end}}</td>
+<td>{{if .HAProxy.Reported}}<b>{{.HAProxy.Admin}}</b> ({{.HAProxy.Op}}) weight {{.HAProxy.Weight}}<br>{{.HAProxy.Sessions}} sessions{{if .HAProxy.Check}} · check {{.HAProxy.Check}}{{end}}{{if .HAProxy.Pending}}<br><span class="muted">being set this pass</span>{{else if not .HAProxy.Matches}}<br><span class="alert">differs from want</span>{{end}}{{else}}<span class="muted">not read (agent mode or no answer)</span>{{end}}</td>
 </tr>{{end}}</table>
 
 <h2>Blast radius (n={{.ClusterN}})</h2>
@@ -148,6 +148,15 @@ func chart(samples []Sample, now time.Time) template.HTML {
 			pts = append(pts, fmt.Sprintf("%.1f,%.1f", math.Max(x, 0), y))
 		}
 		flush()
+		// The newest known point as a dot: one sample is visible too.
+		for i := len(samples) - 1; i >= 0; i-- {
+			if v := f(samples[i]); v >= 0 {
+				x := float64(chartW) * (1 - now.Sub(samples[i].At).Seconds()/historySpan.Seconds())
+				y := float64(y0+chartH) - float64(chartH)*math.Min(v/ymax, 1)
+				fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="2" fill="%s"/>`, math.Min(math.Max(x, 2), chartW-2), y, color)
+				break
+			}
+		}
 	}
 	panel(0, "load score (0-1): "+last(func(s Sample) float64 { return s.Score }), func(s Sample) float64 { return s.Score }, 1, "#c60")
 	panel(chartH+chartGap, fmt.Sprintf("latency ms (0-%g): %s", maxLat, last(func(s Sample) float64 { return s.LatencyMS })),

@@ -31,6 +31,14 @@ func TestTimelineIsARing(t *testing.T) {
 	}
 }
 
+func TestHistoryStep(t *testing.T) {
+	for reconcile, want := range map[time.Duration]time.Duration{100 * time.Millisecond: time.Second, time.Second: 5 * time.Second, time.Minute: 5 * time.Second} {
+		if got := historyStep(reconcile); got != want {
+			t.Errorf("historyStep(%s) = %s, want %s", reconcile, got, want)
+		}
+	}
+}
+
 func TestHistoryKeepsOneSamplePerStepWithinTheSpan(t *testing.T) {
 	h := newHistory(time.Minute, 10*time.Second)
 	t0 := time.Date(2026, 12, 1, 2, 14, 0, 0, time.UTC)
@@ -72,8 +80,8 @@ func TestChartIsSelfContainedSVG(t *testing.T) {
 	if !strings.HasPrefix(svg, "<svg") || !strings.HasSuffix(svg, "</svg>") {
 		t.Fatalf("not one svg element: %.80s", svg)
 	}
-	if n := strings.Count(svg, "<polyline"); n != 4 {
-		t.Errorf("%d polylines, want 4 (two panels, each broken once by the gap)", n)
+	if n := strings.Count(svg, "<polyline"); n != 4 || strings.Count(svg, "<circle") != 2 {
+		t.Errorf("%d polylines, want 4 (two panels, each broken once by the gap) and a dot on each panel's newest point", n)
 	}
 	for _, bad := range []string{"<script", "href", "url(", "@font-face", "http"} {
 		if strings.Contains(svg, bad) {
