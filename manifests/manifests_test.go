@@ -283,7 +283,8 @@ func TestDockerfile(t *testing.T) {
 	if uid == "" || uid == "0" || uid == "root" {
 		t.Errorf("USER %q: want a non-root numeric user", user)
 	}
-	for _, want := range []string{"CGO_ENABLED=0", "-X main.version=${VERSION}", "ARG VERSION", "./cmd/couchwatch"} {
+	for _, want := range []string{"CGO_ENABLED=0", "-X main.version=${VERSION}", "ARG VERSION",
+		"-X main.revision=${REVISION}", "ARG REVISION", `org.opencontainers.image.revision="${REVISION}"`, "./cmd/couchwatch"} {
 		if !strings.Contains(df, want) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}

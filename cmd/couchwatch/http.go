@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/medic/couchwatch/checks"
 )
 
 func (a *app) handler() http.Handler {
@@ -31,20 +33,36 @@ func (a *app) healthz(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintln(w, "ok")
 }
 
-// readyz: couchwatch can do its job: it has a verdict for the nodes and, in runtime
-// mode, HAProxy's runtime API answered the last pass.
+// readyz: couchwatch can do its job: every node has its first verdict (none is still
+// unknown) and, in runtime mode, HAProxy's runtime API answered the last pass.
 func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {
 	a.mu.Lock()
 	last := a.last
 	a.mu.Unlock()
+	if why := notReady(last, a.rt != nil); why != "" {
+		http.Error(w, why, http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+// notReady says why couchwatch is not ready after the pass last ("" = ready).
+func notReady(last passState, runtime bool) string {
+	unknown := 0
+	for _, s := range last.statuses {
+		if s.Verdict == checks.Unknown {
+			unknown++
+		}
+	}
 	switch {
 	case last.at.IsZero():
-		http.Error(w, "no pass yet", http.StatusServiceUnavailable)
-	case a.rt != nil && last.haproxyErr != nil:
-		http.Error(w, "haproxy runtime api: "+last.haproxyErr.Error(), http.StatusServiceUnavailable)
-	case a.rt != nil && last.observed == nil:
-		http.Error(w, "haproxy runtime api not read yet", http.StatusServiceUnavailable)
-	default:
-		fmt.Fprintln(w, "ready")
+		return "no pass yet"
+	case len(last.statuses) == 0 || unknown > 0:
+		return fmt.Sprintf("waiting for the first verdicts: %d of %d nodes unknown", unknown, len(last.statuses))
+	case runtime && last.haproxyErr != nil:
+		return "haproxy runtime api: " + last.haproxyErr.Error()
+	case runtime && last.observed == nil:
+		return "haproxy runtime api not read yet"
 	}
+	return ""
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,11 +32,40 @@ import (
 	"github.com/medic/couchwatch/kube"
 )
 
-// Set at build time: -ldflags "-X main.version=... -X main.revision=...".
+// Set at build time: -ldflags "-X main.version=... -X main.revision=..." (the Dockerfile
+// does, from its VERSION and REVISION build arguments). Without -X, revision comes from
+// the VCS stamp go build leaves in a binary built inside a git checkout (buildRevision).
 var (
 	version  = "dev"
 	revision = "unknown"
 )
+
+// currentRevision is this binary's revision (buildRevision).
+func currentRevision() string {
+	info, ok := debug.ReadBuildInfo()
+	return buildRevision(revision, info, ok)
+}
+
+// buildRevision returns the revision couchwatch was built from: set, if -ldflags set it,
+// else the vcs.revision of info (with "-dirty" for uncommitted changes), else set.
+func buildRevision(set string, info *debug.BuildInfo, ok bool) string {
+	if set != "unknown" && set != "" || !ok {
+		return set
+	}
+	var rev, dirty string
+	for _, s := range info.Settings {
+		switch {
+		case s.Key == "vcs.revision":
+			rev = s.Value
+		case s.Key == "vcs.modified" && s.Value == "true":
+			dirty = "-dirty"
+		}
+	}
+	if rev == "" {
+		return set
+	}
+	return rev + dirty
+}
 
 func main() {
 	os.Exit(run(context.Background(), os.Args[1:], envconfig.OsLookuper(), os.Stdout, os.Stderr))
@@ -65,7 +95,7 @@ func run(ctx context.Context, args []string, env envconfig.Lookuper, stdout, std
 		return 0
 	}
 	if *showVersion {
-		fmt.Fprintf(stdout, "couchwatch %s (%s, %s)\n", version, revision, runtime.Version())
+		fmt.Fprintf(stdout, "couchwatch %s (%s, %s)\n", version, currentRevision(), runtime.Version())
 		return 0
 	}
 	cfg, err := loadConfig(ctx, env)
@@ -187,7 +217,7 @@ func newApp(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*app, error
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_build_info",
 		Help: "Build information of couchwatch (always 1)."}, []string{"version", "revision", "goversion"})
-	buildInfo.WithLabelValues(version, revision, runtime.Version()).Set(1)
+	buildInfo.WithLabelValues(version, currentRevision(), runtime.Version()).Set(1)
 	a.failOpen = prometheus.NewGauge(prometheus.GaugeOpts{Name: "couchwatch_fail_open",
 		Help: "1 while every node looks bad and servers are handed back to HAProxy."})
 	a.failOpenTotal = prometheus.NewCounter(prometheus.CounterOpts{Name: "couchwatch_fail_open_total",
