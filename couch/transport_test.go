@@ -215,3 +215,30 @@ func TestWireKeepsAReissuedCookie(t *testing.T) {
 		t.Fatalf("cookies sent %s with %d logins, want first,second,second with 1", got, logins.Load())
 	}
 }
+
+// UpFresh is a second opinion on a connection of its own: a new one every call, closed
+// after it, leaving the watched probe connection alone.
+func TestUpFreshUsesANewConnection(t *testing.T) {
+	s := newUpServer(t, false, 0, nil)
+	n := nodeFor(t, s.URL, couch.Options{})
+	if _, err := n.Up(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if up, err := n.UpFresh(context.Background()); err != nil || up.Status != couch.StatusOK {
+			t.Fatalf("UpFresh = %+v, %v", up, err)
+		}
+	}
+	if _, err := n.Up(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.conns.Load(); got != 4 {
+		t.Fatalf("%d connections, want 4: one kept for Up, one per UpFresh", got)
+	}
+	if n.Watch(context.Background(), 50*time.Millisecond) {
+		t.Fatal("the fresh connections' closes were reported as the watched connection's")
+	}
+	s.Close()
+	_, err := n.UpFresh(context.Background())
+	checkErr(t, err, couch.ReasonRefused)
+}
