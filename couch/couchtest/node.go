@@ -92,6 +92,7 @@ type Node struct {
 	missing     bool
 	fault       Fault
 	latency     time.Duration
+	ramp        latencyRamp
 	perInflight time.Duration
 	maintenance string
 	load        float64
@@ -420,7 +421,7 @@ type settings struct {
 func (n *Node) settings() settings {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return settings{n.fault, n.latency, n.perInflight, n.maintenance, n.load, n.jsProcs, n.system, n.activeTasks}
+	return settings{n.fault, n.latency + n.ramp.at(time.Now()), n.perInflight, n.maintenance, n.load, n.jsProcs, n.system, n.activeTasks}
 }
 
 func randomHex(nbytes int) (string, error) {
