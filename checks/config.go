@@ -9,8 +9,11 @@ import (
 // Config sets how often and how hard nodes are probed. Field tags carry the environment
 // variables and defaults; cmd/couchwatch loads them with go-envconfig.
 type Config struct {
-	Interval           time.Duration `env:"COUCHWATCH_PROBE_INTERVAL, default=500ms" desc:"interval between /_up probes of a node"`
-	Timeout            time.Duration `env:"COUCHWATCH_PROBE_TIMEOUT, default=500ms" desc:"deadline of one /_up probe (a hung node is detected within it)"`
+	Interval time.Duration `env:"COUCHWATCH_PROBE_INTERVAL, default=250ms" desc:"interval between /_up probes of a node"`
+	// Timeout caps each node's /_up deadline, which is learnt from the node's own recent
+	// answers (4x the slowest of the last 16) and never below TimeoutMin.
+	Timeout            time.Duration `env:"COUCHWATCH_PROBE_TIMEOUT, default=1s" desc:"longest deadline of one /_up probe: each node's deadline is learnt from its own answers (4x the slowest of the last 16), capped by this"`
+	TimeoutMin         time.Duration `env:"COUCHWATCH_PROBE_TIMEOUT_MIN, default=50ms" desc:"shortest deadline of one /_up probe (a fast node's learnt deadline never goes below it)"`
 	FastInterval       time.Duration `env:"COUCHWATCH_PROBE_FAST_INTERVAL, default=100ms" desc:"interval between probes while a node changes state (like HAProxy's fastinter)"`
 	Rise               int           `env:"COUCHWATCH_RISE, default=2" desc:"consecutive good probes before a node is up"`
 	Fall               int           `env:"COUCHWATCH_FALL, default=2" desc:"consecutive failed probes before a node is down"`
@@ -33,6 +36,10 @@ func (c Config) Validate() error {
 	}
 	within("COUCHWATCH_PROBE_INTERVAL", c.Interval, time.Minute)
 	within("COUCHWATCH_PROBE_TIMEOUT", c.Timeout, time.Minute)
+	within("COUCHWATCH_PROBE_TIMEOUT_MIN", c.TimeoutMin, time.Minute)
+	if c.TimeoutMin > c.Timeout {
+		errs = append(errs, fmt.Errorf("COUCHWATCH_PROBE_TIMEOUT_MIN (%s) must not exceed COUCHWATCH_PROBE_TIMEOUT (%s)", c.TimeoutMin, c.Timeout))
+	}
 	within("COUCHWATCH_PROBE_FAST_INTERVAL", c.FastInterval, time.Minute)
 	within("COUCHWATCH_SYSTEM_INTERVAL", c.SystemInterval, time.Hour)
 	within("COUCHWATCH_SYSTEM_TIMEOUT", c.SystemTimeout, time.Minute)

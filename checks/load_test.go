@@ -135,7 +135,7 @@ func TestLoadSmoothing(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	good := Config{Interval: time.Second, Timeout: time.Second, FastInterval: time.Second, Rise: 2, Fall: 2,
+	good := Config{Interval: time.Second, Timeout: time.Second, TimeoutMin: time.Second, FastInterval: time.Second, Rise: 2, Fall: 2,
 		SystemInterval: time.Second, SystemTimeout: time.Second, MembershipInterval: time.Second, Load: defaultLoad()}
 	if err := good.Validate(); err != nil {
 		t.Fatalf("valid config rejected: %v", err)
@@ -144,11 +144,12 @@ func TestConfigValidate(t *testing.T) {
 	bad.Interval = 0
 	bad.Rise = 0
 	bad.Load.Low = 0.9
+	bad.TimeoutMin = 2 * time.Second
 	err := bad.Validate()
 	if err == nil {
 		t.Fatal("invalid config accepted")
 	}
-	for _, want := range []string{"COUCHWATCH_PROBE_INTERVAL", "COUCHWATCH_RISE", "COUCHWATCH_LOAD_LOW"} {
+	for _, want := range []string{"COUCHWATCH_PROBE_INTERVAL", "COUCHWATCH_RISE", "COUCHWATCH_LOAD_LOW", "COUCHWATCH_PROBE_TIMEOUT_MIN"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}

@@ -2,6 +2,7 @@ package checks
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -31,6 +32,13 @@ type Func func(ctx context.Context, n *couch.Node) (Observation, error)
 // CheckUp asks the node's /_up.
 func CheckUp(ctx context.Context, n *couch.Node) (Observation, error) {
 	up, err := n.Up(ctx)
+	return Observation{Up: &up}, err
+}
+
+// CheckUpFresh asks the node's /_up on a new connection: the second opinion after a
+// failed CheckUp.
+func CheckUpFresh(ctx context.Context, n *couch.Node) (Observation, error) {
+	up, err := n.UpFresh(ctx)
 	return Observation{Up: &up}, err
 }
 
@@ -72,7 +80,8 @@ type Status struct {
 	LastProbe   time.Time // last /_up probe, answered or not
 	LastOK      time.Time // last /_up probe the node answered (ok or maintenance)
 	LatencyEWMA time.Duration
-	Score       float64 // smoothed load score; valid if ScoreKnown
+	Deadline    time.Duration // the node's learnt /_up deadline
+	Score       float64       // smoothed load score; valid if ScoreKnown
 	ScoreKnown  bool
 	ScoreSignal string // the signal that sets the score
 	Signals     Signals
@@ -115,6 +124,7 @@ type runNode struct {
 
 	// guarded by Runner.mu
 	st     nodeState
+	dl     deadline
 	status Status
 	side   sideState
 	damp   damper
@@ -213,26 +223,20 @@ func (r *Runner) wait(ctx context.Context, d time.Duration) bool {
 // upLoop probes /_up. Between probes it watches the probe's kept-alive connection
 // (Config.Hold): when the node closes it, which is what a crash looks like, the node is
 // probed at once instead of at the next interval.
+//
+// A failed probe is confirmed at once, not at the next interval: the node is asked again
+// on a new connection with the same learnt deadline until it answers or has failed Fall
+// probes in a row. A crash is then a reset and a refused connect within a millisecond;
+// a hang is Fall deadlines of silence, each learnt from the node's own latency.
 func (r *Runner) upLoop(ctx context.Context, rn *runNode) {
 	var lastEarly time.Time
 	for {
-		obs, d, err := r.probe(ctx, rn, ProbeUp, CheckUp, r.cfg.Timeout)
-		if ctx.Err() != nil {
+		fast, ok := r.probeUp(ctx, rn)
+		if !ok {
 			return
 		}
-		var up couch.Up
-		if obs.Up != nil {
-			up = *obs.Up
-		}
-		knock := KnockNone
-		if err != nil && couch.Classify(err) == couch.ReasonTimeout {
-			knock = r.knock(ctx, rn)
-			if ctx.Err() != nil {
-				return
-			}
-		}
 		next := r.cfg.Interval
-		if r.recordUp(rn, up, d, err, knock) {
+		if fast {
 			next = r.cfg.FastInterval
 		}
 		if !r.cfg.Hold {
@@ -261,6 +265,134 @@ func (r *Runner) upLoop(ctx context.Context, rn *runNode) {
 	}
 }
 
+// probeUp asks /_up until the node answers or has failed Fall probes in a row, without
+// waiting for the next interval between them. The first probe goes on the held
+// connection; each later one, the second opinion, on a new connection, sent as soon as
+// the one before failed: at once after an error (a reset, then a refused connect: two
+// failures within a millisecond), or once it has been silent for the node's learnt
+// deadline. A silent probe is not abandoned: an answer from any probe still in flight
+// counts, so a node that is merely slower than its deadline is not failed, and every
+// probe has until Fall deadlines after the first was sent. The first silence also sends
+// the unauthenticated knock (tasks.go), within the same deadline and beside the second
+// opinion; timeouts are recorded with its answer. It reports whether the node is in
+// transition (probe again at the fast interval) and false for ok when ctx ended.
+func (r *Runner) probeUp(ctx context.Context, rn *runNode) (fast, ok bool) {
+	r.mu.Lock()
+	dl := rn.dl.get(r.cfg.TimeoutMin, r.cfg.Timeout)
+	r.mu.Unlock()
+	fall := max(r.cfg.Fall, 1)
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel() // probes still in flight once the outcome is known
+	type result struct {
+		i   int
+		up  couch.Up
+		d   time.Duration
+		err error
+	}
+	results := make(chan result, fall) // one send per probe: never blocks
+	launch := func(i int) {
+		check := CheckUp
+		if i > 0 {
+			check = CheckUpFresh
+		}
+		go func() {
+			cctx, ccancel := context.WithTimeout(pctx, time.Duration(fall-i)*dl)
+			defer ccancel()
+			start := r.clk.Now()
+			obs, err := check(cctx, rn.n)
+			res := result{i: i, d: r.clk.Since(start), err: err}
+			if obs.Up != nil {
+				res.up = *obs.Up
+			}
+			results <- res
+		}()
+	}
+	var knocked chan Knock // nil until the first timeout
+	knock := KnockNone     // its answer, once known
+	var pending []error    // timeouts waiting for the knock's answer
+	failed := make([]bool, fall)
+	current := 0 // the newest probe
+	launch(0)
+	timer := r.clk.NewTimer(dl)
+	defer timer.Stop()
+	down := func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return rn.st.base == Down
+	}
+	record := func(err error, k Knock) {
+		rn.m.fail(ProbeUp, couch.Classify(err))
+		fast = r.recordUp(rn, couch.Up{}, 0, err, k)
+	}
+	// fail records a failure of probe i (a timeout waits for the knock) and sends the
+	// next probe. It reports whether the outcome is known: down, or every probe failed
+	// and recorded.
+	fail := func(i int, err error) bool {
+		failed[i] = true
+		if couch.Classify(err) != couch.ReasonTimeout {
+			record(err, KnockNone)
+		} else if knock != KnockNone {
+			record(err, knock)
+		} else {
+			pending = append(pending, err)
+			if knocked == nil {
+				knocked = make(chan Knock, 1)
+				go func() { knocked <- r.knock(pctx, rn, dl) }()
+			}
+		}
+		if down() {
+			return true
+		}
+		if current+1 >= fall {
+			return len(pending) == 0
+		}
+		current++
+		launch(current)
+		timer.Reset(dl)
+		return false
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return false, false
+		case res := <-results:
+			if ctx.Err() != nil {
+				return false, false
+			}
+			rn.m.observe(ProbeUp, res.d)
+			if res.err == nil {
+				return r.recordUp(rn, res.up, res.d, nil, KnockNone), true
+			}
+			if failed[res.i] {
+				continue // its silence was counted: the newer probe is still asked
+			}
+			if fail(res.i, res.err) {
+				return fast, true
+			}
+		case k := <-knocked:
+			if ctx.Err() != nil {
+				return false, false
+			}
+			knock = k
+			for _, err := range pending {
+				record(err, k)
+			}
+			pending = nil
+			if down() || failed[fall-1] {
+				return fast, true
+			}
+		case <-timer.C():
+			if !failed[current] {
+				silent := &couch.Error{Op: "up", Node: rn.n.Name(), Reason: couch.ReasonTimeout,
+					Err: fmt.Errorf("no answer within the learnt deadline %v: %w", dl, context.DeadlineExceeded)}
+				if fail(current, silent) {
+					return fast, true
+				}
+			}
+		}
+	}
+}
+
 // recordUp feeds one /_up result to the node's state machine and reports whether the
 // node is in transition (probe again at the fast interval, like HAProxy's fastinter).
 func (r *Runner) recordUp(rn *runNode, up couch.Up, d time.Duration, err error, knock Knock) bool {
@@ -275,6 +407,7 @@ func (r *Runner) recordUp(rn *runNode, up couch.Up, d time.Duration, err error, 
 		rn.status.LastError = err.Error()
 	}
 	if err == nil {
+		rn.dl.observe(d)
 		rn.status.UpStatus, rn.status.LastOK = up.Status, now
 		a := r.cfg.Load.LatencyEWM
 		if rn.status.LatencyEWMA == 0 {
@@ -292,7 +425,9 @@ func (r *Runner) recordUp(rn *runNode, up couch.Up, d time.Duration, err error, 
 	if rn.st.base == Down {
 		rn.status.ScoreKnown, rn.status.Score = false, 0
 		rn.damp.reset()
+		rn.dl.forget() // a node that comes back is learnt again
 	}
+	rn.status.Deadline = rn.dl.get(r.cfg.TimeoutMin, r.cfg.Timeout)
 	changed := r.updateVerdictLocked(rn, now)
 	fast := (rn.st.failRun > 0 && rn.st.base != Down) || (rn.st.okRun > 0 && rn.st.okRun < r.cfg.Rise && rn.st.base != Up) ||
 		(rn.st.maint != "" && rn.st.okStatusRun > 0)

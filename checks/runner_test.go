@@ -18,7 +18,7 @@ import (
 )
 
 func testConfig() Config {
-	return Config{Interval: 50 * time.Millisecond, Timeout: 150 * time.Millisecond, FastInterval: 20 * time.Millisecond,
+	return Config{Interval: 50 * time.Millisecond, Timeout: 150 * time.Millisecond, TimeoutMin: 50 * time.Millisecond, FastInterval: 20 * time.Millisecond,
 		Rise: 2, Fall: 2, Hold: true, SystemInterval: 50 * time.Millisecond, SystemTimeout: 500 * time.Millisecond,
 		MembershipInterval: 100 * time.Millisecond, Load: func() LoadConfig {
 			l := defaultLoad()
@@ -179,6 +179,37 @@ func TestRunnerHeldConnectionNoticesCrash(t *testing.T) {
 	if s[0].Reason != string(couch.ReasonRefused) {
 		t.Errorf("reason %q, want refused", s[0].Reason)
 	}
+}
+
+// A hung node is down after Fall learnt deadlines of silence, the second on a connection
+// of its own asked at once, not after Fall capped timeouts at the probe interval: here
+// the cap and the interval are an hour, the deadline learnt from a fast node is the
+// 50 ms floor.
+func TestRunnerHangConfirmedAtOnceOnAFreshConnection(t *testing.T) {
+	cfg := testConfig()
+	cfg.Timeout = time.Hour
+	cfg.SystemInterval, cfg.MembershipInterval = time.Hour, time.Hour
+	e := startRunner(t, cfg)
+	e.waitFor(t, "all up", func(s []Status) bool { return s[0].Verdict == Up && s[1].Verdict == Up && s[2].Verdict == Up })
+	// Settle into the regular interval with a learnt deadline, then make the interval
+	// long: the hang must be seen by the probe in flight or the next one, and confirmed
+	// without waiting for another.
+	e.waitFor(t, "deadline learnt", func(s []Status) bool { return s[0].Deadline == cfg.TimeoutMin })
+	n := e.cluster.Nodes()[0]
+	conns := n.Stats().Conns
+	n.Hang()
+	start := time.Now()
+	s := e.waitFor(t, "node 1 down", func(s []Status) bool { return s[0].Verdict == Down })
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("hang seen after %v: the learnt deadline was not used", took)
+	}
+	if s[0].Reason != ReasonSilent {
+		t.Errorf("reason %q, want %q", s[0].Reason, ReasonSilent)
+	}
+	if got := n.Stats().Conns - conns; got < 1 {
+		t.Errorf("%d new connections during the hang: the second opinion must use its own", got)
+	}
+	n.Resume()
 }
 
 // A node (or a proxy in front of it) that closes every idle connection at once must not

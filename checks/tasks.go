@@ -73,11 +73,11 @@ func (r *Runner) freshTasksLocked(rn *runNode, now time.Time) []couch.ActiveTask
 }
 
 // knock asks /_up without credentials after an authenticated probe timed out.
-func (r *Runner) knock(ctx context.Context, rn *runNode) Knock {
+func (r *Runner) knock(ctx context.Context, rn *runNode, timeout time.Duration) Knock {
 	_, _, err := r.probe(ctx, rn, ProbeKnock, func(ctx context.Context, n *couch.Node) (Observation, error) {
 		_, err := n.Knock(ctx)
 		return Observation{}, err
-	}, r.cfg.Timeout)
+	}, timeout)
 	if err != nil {
 		return KnockSilent
 	}

@@ -76,7 +76,9 @@ func TestConfigDefaults(t *testing.T) {
 		{"haproxy timeout", c.HAProxy.Timeout, 2 * time.Second},
 		{"agent listen", c.AgentListen, ":5555"},
 		{"listen", c.Listen, ":9155"},
-		{"probe interval", c.Checks.Interval, 500 * time.Millisecond},
+		{"probe interval", c.Checks.Interval, 250 * time.Millisecond},
+		{"probe timeout cap", c.Checks.Timeout, time.Second},
+		{"probe timeout floor", c.Checks.TimeoutMin, 50 * time.Millisecond},
 		{"rise", c.Checks.Rise, 2},
 		{"fall", c.Checks.Fall, 2},
 		{"on node loss", c.OnNodeLoss, "serve"},
@@ -310,7 +312,7 @@ func TestHelpListsEveryVariable(t *testing.T) {
 			t.Errorf("-help does not list %s with its meaning", v.Name)
 		}
 	}
-	if !regexp.MustCompile(`COUCHWATCH_PROBE_INTERVAL\s+500ms`).MatchString(out.String()) {
+	if !regexp.MustCompile(`COUCHWATCH_PROBE_INTERVAL\s+250ms`).MatchString(out.String()) {
 		t.Errorf("-help does not show defaults:\n%s", out.String())
 	}
 }
