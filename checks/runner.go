@@ -398,6 +398,7 @@ func (r *Runner) probeUp(ctx context.Context, rn *runNode) (fast, ok bool) {
 func (r *Runner) recordUp(rn *runNode, up couch.Up, d time.Duration, err error, knock Knock) bool {
 	r.mu.Lock()
 	now := r.clk.Now()
+	wasUp := rn.st.base == Up
 	wasBlocked, wasSilent := rn.st.authBlocked, rn.st.silent
 	rn.st.observeUp(up, err, knock, now)
 	r.logAuthLocked(rn, wasBlocked, wasSilent)
@@ -407,7 +408,11 @@ func (r *Runner) recordUp(rn *runNode, up couch.Up, d time.Duration, err error, 
 		rn.status.LastError = err.Error()
 	}
 	if err == nil {
-		rn.dl.observe(d)
+		if wasUp && rn.st.base == Up {
+			// Learnt only from a node that is up: the first answers of a node (coming
+			// back) carry the login and connection set-up.
+			rn.dl.observe(d)
+		}
 		rn.status.UpStatus, rn.status.LastOK = up.Status, now
 		a := r.cfg.Load.LatencyEWM
 		if rn.status.LatencyEWMA == 0 {
@@ -425,6 +430,8 @@ func (r *Runner) recordUp(rn *runNode, up couch.Up, d time.Duration, err error, 
 	if rn.st.base == Down {
 		rn.status.ScoreKnown, rn.status.Score = false, 0
 		rn.damp.reset()
+	}
+	if rn.st.base != Up {
 		rn.dl.forget() // a node that comes back is learnt again
 	}
 	rn.status.Deadline = rn.dl.get(r.cfg.TimeoutMin, r.cfg.Timeout)

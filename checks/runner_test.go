@@ -212,6 +212,25 @@ func TestRunnerHangConfirmedAtOnceOnAFreshConnection(t *testing.T) {
 	n.Resume()
 }
 
+// A node that suddenly answers slower than its learnt deadline, but within Fall of them,
+// is not failed: the silent probe is not abandoned when the second opinion is sent, and
+// its late answer counts and raises the deadline.
+func TestRunnerLateAnswerIsNotAFailure(t *testing.T) {
+	cfg := testConfig()
+	cfg.TimeoutMin, cfg.Timeout = 100*time.Millisecond, time.Hour
+	cfg.SystemInterval, cfg.MembershipInterval = time.Hour, time.Hour
+	e := startRunner(t, cfg)
+	e.waitFor(t, "deadline learnt", func(s []Status) bool { return s[0].Verdict == Up && s[0].Deadline == cfg.TimeoutMin })
+	e.cluster.Nodes()[0].SetLatency(130 * time.Millisecond) // past the 100 ms deadline, within two
+	s := e.waitFor(t, "slower deadline learnt", func(s []Status) bool { return s[0].Deadline >= 4*130*time.Millisecond })
+	if s[0].Verdict != Up {
+		t.Fatalf("verdict %s (%s), want up", s[0].Verdict, s[0].Reason)
+	}
+	if got := e.sample(t, `couchwatch_node_transitions_total{node="`+e.cluster.Nodes()[0].Addr()+`",verdict="down"}`); got != 0 {
+		t.Fatalf("went down %v times: a late answer was taken for a failure", got)
+	}
+}
+
 // A node (or a proxy in front of it) that closes every idle connection at once must not
 // be probed in a tight loop: an early close buys at most one extra probe per interval.
 func TestRunnerIdleClosesDoNotSpin(t *testing.T) {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +31,9 @@ type cell struct {
 	Method, Fault string
 	Detected      bool
 	Detect        time.Duration            // fault -> target server out of rotation
+	MarkedDown    bool                     // the target was put in maint or HAProxy marked it DOWN
+	DownAfter     time.Duration            // fault -> marked down, when MarkedDown
+	MinWeight     int                      // lowest weight the target had while in rotation (-1: never seen)
 	OthersOut     map[string]time.Duration // other servers that left rotation, and when
 	Sent, Failed  int
 	Statuses      map[int]int // non-200 statuses and client errors (key 0)
@@ -36,6 +41,18 @@ type cell struct {
 }
 
 func (c cell) String() string {
+	if slowFault(c.Fault) {
+		down := "never marked down"
+		if c.MarkedDown {
+			down = "marked down after " + benchkit.Ms(c.DownAfter)
+		}
+		out := "stayed in rotation"
+		if c.Detected {
+			out = "out of rotation after " + benchkit.Ms(c.Detect)
+		}
+		return fmt.Sprintf("%s; %s; lowest weight %d; others out %d; failed %d/%d %v; stuck>1s %d",
+			down, out, c.MinWeight, len(c.OthersOut), c.Failed, c.Sent, c.Statuses, c.Stuck)
+	}
 	d := "not detected"
 	if c.Detected {
 		d = benchkit.Ms(c.Detect)
@@ -133,12 +150,14 @@ func (b *bench) setup(ctx context.Context, m method) (*env, error) {
 
 // poller records when each server first leaves rotation after the fault.
 type poller struct {
-	mu       sync.Mutex
-	t0       time.Time // zero before the fault
-	out      map[string]time.Duration
-	target   string
-	detected chan struct{}
-	errs     int
+	mu        sync.Mutex
+	t0        time.Time // zero before the fault
+	out       map[string]time.Duration
+	target    string
+	detected  chan struct{}
+	errs      int
+	down      time.Duration // target marked down (maint or HAProxy DOWN) after, -1 if not
+	minWeight int           // target's lowest weight while in rotation, -1 if not seen
 }
 
 func (p *poller) run(ctx context.Context, sock, backend string, every time.Duration) {
@@ -164,6 +183,14 @@ func (p *poller) run(ctx context.Context, sock, backend string, every time.Durat
 						close(p.detected)
 					}
 				}
+				if name == p.target {
+					if p.down < 0 && (s.OpState != 2 || s.Admin&1 != 0) {
+						p.down = now.Sub(p.t0)
+					}
+					if s.InRotation() && (p.minWeight < 0 || s.UWeight < p.minWeight) {
+						p.minWeight = s.UWeight
+					}
+				}
 			}
 		}
 		p.mu.Unlock()
@@ -176,14 +203,14 @@ func (p *poller) mark(t time.Time) {
 	p.t0 = t
 }
 
-func (p *poller) result() (map[string]time.Duration, int) {
+func (p *poller) result() (map[string]time.Duration, time.Duration, int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := map[string]time.Duration{}
 	for k, v := range p.out {
 		out[k] = v
 	}
-	return out, p.errs
+	return out, p.down, p.minWeight
 }
 
 // runCell runs one repetition of method m under fault.
@@ -199,13 +226,13 @@ func (b *bench) runCell(ctx context.Context, m method, fault string) (cell, erro
 	target := serverName(idx)
 
 	pctx, stopPoll := context.WithCancel(ctx)
-	p := &poller{out: map[string]time.Duration{}, target: target, detected: make(chan struct{})}
+	p := &poller{out: map[string]time.Duration{}, target: target, detected: make(chan struct{}), down: -1, minWeight: -1}
 	var pwg sync.WaitGroup
 	pwg.Add(1)
 	go func() { defer pwg.Done(); p.run(pctx, e.hap.Socket(), e.hap.Backend(), b.cfg.Poll) }()
 	defer func() { stopPoll(); pwg.Wait() }()
 
-	longest := b.cfg.Pre + b.cfg.MaxDetect + b.cfg.Window + b.cfg.Tail
+	longest := b.cfg.Pre + 500*time.Millisecond + max(b.cfg.MaxDetect+b.cfg.Window, b.cfg.SlowWindow) + b.cfg.Tail
 	loadCfg := benchkit.LoadConfig{
 		URL: "http://" + e.hap.FrontendAddr() + "/medic", Rate: b.cfg.Rate,
 		Max:     int(b.cfg.Rate*longest.Seconds()) + 1,
@@ -215,7 +242,9 @@ func (b *bench) runCell(ctx context.Context, m method, fault string) (cell, erro
 	resc := make(chan []benchkit.Result, 1)
 	go func() { resc <- benchkit.RunLoad(ctx, loadCfg, stopLoad) }()
 
-	if err := benchkit.Sleep(ctx, b.cfg.Pre); err != nil {
+	// The fault lands at a random moment of the checkers' schedules (they probe every
+	// 250-500 ms): a fixed delay after set-up would hit the same phase in every trial.
+	if err := benchkit.Sleep(ctx, b.cfg.Pre+rand.N(500*time.Millisecond)); err != nil {
 		close(stopLoad)
 		<-resc
 		return c, err
@@ -227,6 +256,11 @@ func (b *bench) runCell(ctx context.Context, m method, fault string) (cell, erro
 		node.Stop()
 	case faultHang:
 		node.Hang()
+	case faultRamp:
+		node.SetLatencyRamp(b.cfg.RampFrom, b.cfg.RampTo, b.cfg.RampOver)
+	case faultLoad:
+		node.SetLoad(1)
+		node.SetLatencyPerInflight(5 * time.Millisecond)
 	}
 	resumed := false
 	resume := func() {
@@ -238,12 +272,17 @@ func (b *bench) runCell(ctx context.Context, m method, fault string) (cell, erro
 	defer resume()
 
 	end := t0.Add(b.cfg.MaxDetect)
-	select {
-	case <-p.detected:
-		c.Detected = true
-		end = maxTime(t0.Add(b.cfg.Window), time.Now().Add(b.cfg.Tail))
-	case <-time.After(b.cfg.MaxDetect):
-	case <-ctx.Done():
+	if slowFault(fault) {
+		// The node keeps answering: watch the whole window, whatever happens.
+		end = t0.Add(b.cfg.SlowWindow)
+	} else {
+		select {
+		case <-p.detected:
+			c.Detected = true
+			end = maxTime(t0.Add(b.cfg.Window), time.Now().Add(b.cfg.Tail))
+		case <-time.After(b.cfg.MaxDetect):
+		case <-ctx.Done():
+		}
 	}
 	err = benchkit.Sleep(ctx, time.Until(end))
 	// Resume first so requests stuck on the hung node finish (they are slow, not failed).
@@ -253,16 +292,20 @@ func (b *bench) runCell(ctx context.Context, m method, fault string) (cell, erro
 	if err != nil {
 		return c, err
 	}
-	out, _ := p.result()
+	out, down, minWeight := p.result()
 	if d, ok := out[target]; ok {
 		c.Detect = d
 		c.Detected = true
 	}
+	c.MarkedDown, c.DownAfter, c.MinWeight = down >= 0, down, minWeight
 	c.OthersOut = map[string]time.Duration{}
 	for name, d := range out {
 		if name != target {
 			c.OthersOut[name] = d
 		}
+	}
+	if len(c.OthersOut) > 0 && e.cw != nil {
+		fmt.Fprintf(b.progress, "%s / %s: healthy servers left rotation %v; couchwatch's log:\n%s\n", m.Key, fault, c.OthersOut, tailLines(e.cw.Output(), 40))
 	}
 	c.Statuses = map[int]int{}
 	for _, r := range results {
@@ -286,4 +329,10 @@ func maxTime(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// tailLines returns the last n lines of s.
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

@@ -22,6 +22,10 @@ type config struct {
 	Poll          time.Duration
 	ClientTimeout time.Duration
 	Idle          time.Duration
+	SlowWindow    time.Duration // how long a slow-ramp or load fault is watched for false ejections
+	RampFrom      time.Duration // the slow ramp's /_up latency at its start
+	RampTo        time.Duration // ... and at its end, where it stays
+	RampOver      time.Duration
 	FaultNode     int // 1-based
 	Methods       []string
 	Faults        []string
@@ -38,9 +42,13 @@ func defaultConfig() config {
 		Poll:          2 * time.Millisecond,
 		ClientTimeout: 2 * time.Minute,
 		Idle:          60 * time.Second,
+		SlowWindow:    20 * time.Second,
+		RampFrom:      5 * time.Millisecond,
+		RampTo:        400 * time.Millisecond,
+		RampOver:      10 * time.Second,
 		FaultNode:     2,
-		Methods:       allMethodKeys(),
-		Faults:        []string{faultCrash, faultHang},
+		Methods:       []string{"cw-default", tunedKey, "cht-agent"},
+		Faults:        allFaults,
 	}
 }
 
@@ -52,8 +60,12 @@ func (c config) validate() error {
 	if c.Reps < 1 || c.Reps > 50 {
 		errs = append(errs, fmt.Errorf("-reps must be 1..50, got %d", c.Reps))
 	}
-	if c.Poll <= 0 || c.Window <= 0 || c.MaxDetect <= 0 || c.Pre < 0 || c.Tail < 0 || c.ClientTimeout <= 0 || c.Idle < 0 {
-		errs = append(errs, errors.New("durations must be positive (-pre, -tail, -idle may be 0)"))
+	if c.Poll <= 0 || c.Window <= 0 || c.MaxDetect <= 0 || c.Pre < 0 || c.Tail < 0 || c.ClientTimeout <= 0 || c.Idle < 0 ||
+		c.SlowWindow <= 0 || c.RampFrom < 0 || c.RampTo <= 0 || c.RampOver < 0 {
+		errs = append(errs, errors.New("durations must be positive (-pre, -tail, -idle, -ramp-from, -ramp-over may be 0)"))
+	}
+	if c.SlowWindow > 10*time.Minute || c.RampOver > c.SlowWindow {
+		errs = append(errs, errors.New("-slow-window is at most 10m and at least -ramp-over"))
 	}
 	if c.MaxDetect > 10*time.Minute || c.Idle > 30*time.Minute {
 		errs = append(errs, errors.New("-max-detect is at most 10m and -idle at most 30m"))
@@ -67,8 +79,8 @@ func (c config) validate() error {
 		}
 	}
 	for _, f := range c.Faults {
-		if f != faultCrash && f != faultHang {
-			errs = append(errs, fmt.Errorf("unknown fault %q (want crash or hang)", f))
+		if !slices.Contains(allFaults, f) {
+			errs = append(errs, fmt.Errorf("unknown fault %q (want %s)", f, strings.Join(allFaults, ", ")))
 		}
 	}
 	if len(c.Methods) == 0 || len(c.Faults) == 0 {
@@ -81,9 +93,23 @@ const (
 	nodes      = 3
 	faultCrash = "crash"
 	faultHang  = "hang"
+	// faultRamp: the node's latency rises gradually (-ramp-from to -ramp-to over
+	// -ramp-over) and stays there; it keeps answering, so taking it out is a false
+	// ejection.
+	faultRamp = "slow-ramp"
+	// faultLoad: the node is under real-shaped load (couchtest's SetLoad(1): what the
+	// simulator does for a loaded CouchDB, and data requests slower with every one in
+	// flight); it keeps answering, so marking it down is a false ejection.
+	faultLoad = "load"
 	// tunedKey is the method every time is compared with.
 	tunedKey = "hap-tuned"
 )
+
+var allFaults = []string{faultCrash, faultHang, faultRamp, faultLoad}
+
+// slowFault reports whether fault is one where the node keeps answering: it is watched
+// for SlowWindow and any ejection is false.
+func slowFault(fault string) bool { return fault == faultRamp || fault == faultLoad }
 
 // CHT's timeouts (25 min connect, ~4 h client, 100 h server): a request stuck on a hung
 // node waits, so ejection is the only defence.
@@ -121,7 +147,7 @@ func methods() []method {
 		{
 			Key: "cw-default", Name: "couchwatch (defaults)", Tuning: map[string]string{},
 			Timeouts: chtTimeouts,
-			Desc:     "runtime API, every setting at its default (probe 500ms, timeout 500ms, fast 100ms, fall 2, rise 2, hold connection); no HAProxy checks",
+			Desc:     "runtime API, every setting at its default (probe every 250ms, deadline learnt per node: 4x its slowest of the last 16 answers within 50ms-1s, a failure confirmed at once on a fresh connection, fall 2, rise 2, hold connection); no HAProxy checks",
 		},
 		{
 			Key: "hap-tcp", Name: "HAProxy TCP check (CHT)", ServerExtra: "check inter 2s fall 3 rise 2",
@@ -140,10 +166,10 @@ func methods() []method {
 			Desc:         "`option httpchk GET /_up` (Basic auth header), `http-check disable-on-404`, `timeout check 250ms`, `check inter 250ms fastinter 100ms fall 1 rise 2`",
 		},
 		{
-			Key: "cht-agent", Name: "CHT agent (all-or-nothing)", Agent: true,
+			Key: "cht-agent", Name: "CHT defaults (agent, all-or-nothing)", Agent: true,
 			ServerExtra: "check agent-check agent-inter 5s agent-addr 127.0.0.1 agent-port %AGENTPORT%",
 			Timeouts:    chtTimeouts,
-			Desc:        "CHT's server line: `check agent-check agent-inter 5s`, agent = re-implementation of cht-haproxy-healthcheck (first node's /_membership, one answer for every server)",
+			Desc:        "CHT's server line as shipped: `check agent-check agent-inter 5s` (a TCP check at inter 2s fall 3 rise 2 and the agent), agent = re-implementation of cht-haproxy-healthcheck (first node's /_membership, one answer for every server)",
 		},
 	}
 }

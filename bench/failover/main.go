@@ -9,7 +9,9 @@
 // option redispatch, CHT's huge timeouts), sends a bounded open-loop request stream
 // through the frontend, injects the fault on one node and polls HAProxy's own view
 // ("show servers state") every few milliseconds until that server is out of rotation
-// (not running, maint/drain, or weight 0). Then it measures couchwatch's and HAProxy's
+// (not running, maint/drain, or weight 0). Two more faults leave the node answering: a
+// latency that rises gradually (slow-ramp) and real-shaped load; there the poller counts
+// false ejections (the node marked down) over a fixed window. Then it measures couchwatch's and HAProxy's
 // CPU and RSS with 3 idle nodes over a window. See bench/README.md.
 package main
 
@@ -41,9 +43,13 @@ func mainErr() int {
 	fs.DurationVar(&cfg.Poll, "poll", cfg.Poll, "interval between reads of HAProxy's server states")
 	fs.DurationVar(&cfg.ClientTimeout, "client-timeout", cfg.ClientTimeout, "client timeout of one request (long enough for requests stuck on a hung node to finish after Resume)")
 	fs.DurationVar(&cfg.Idle, "idle", cfg.Idle, "window of the idle CPU/RSS measurement (0 skips it)")
-	fs.IntVar(&cfg.FaultNode, "node", cfg.FaultNode, "which node (1-based) crashes or hangs")
+	fs.IntVar(&cfg.FaultNode, "node", cfg.FaultNode, "which node (1-based) is faulted")
+	fs.DurationVar(&cfg.SlowWindow, "slow-window", cfg.SlowWindow, "how long a slow-ramp or load fault is watched for false ejections")
+	fs.DurationVar(&cfg.RampFrom, "ramp-from", cfg.RampFrom, "slow-ramp: added latency of every reply at the start")
+	fs.DurationVar(&cfg.RampTo, "ramp-to", cfg.RampTo, "slow-ramp: added latency at the end of the ramp, where it stays")
+	fs.DurationVar(&cfg.RampOver, "ramp-over", cfg.RampOver, "slow-ramp: duration of the ramp")
 	methods := fs.String("methods", strings.Join(cfg.Methods, ","), "methods to run: "+strings.Join(allMethodKeys(), ","))
-	faults := fs.String("faults", strings.Join(cfg.Faults, ","), "faults to inject: crash,hang")
+	faults := fs.String("faults", strings.Join(cfg.Faults, ","), "faults to inject: "+strings.Join(allFaults, ","))
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
@@ -93,7 +99,7 @@ func run(ctx context.Context, cfg config, out, progress io.Writer) (*report, err
 				if err != nil {
 					return nil, fmt.Errorf("%s / %s rep %d: %w", m.Name, fault, rep_+1, err)
 				}
-				fmt.Fprintf(progress, "%-28s %-5s rep %d: %s\n", m.Name, fault, rep_+1, c)
+				fmt.Fprintf(progress, "%-28s %-9s rep %d: %s\n", m.Name, fault, rep_+1, c)
 				rep.cells = append(rep.cells, c)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -82,19 +83,22 @@ func TestCHTAgent(t *testing.T) {
 	}
 }
 
-// A short run of the whole harness: couchwatch (tuned) and HAProxy's tuned checks, both
-// faults, and the idle measurement. Every fault must be noticed, and the tables must
-// hold every row. Speed is not asserted: the numbers come from a full run.
+// A short run of the whole harness: couchwatch at its defaults and HAProxy's tuned
+// checks, every fault, and the idle measurement. Every crash and hang must be noticed,
+// a node that only slows down or is loaded must never be marked down by couchwatch (and
+// the slow one is by HAProxy's tuned checks, whose 250 ms check timeout it passes), and
+// the tables must hold every row. Speed is not asserted: the numbers come from a full run.
 func TestFailoverSmoke(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs HAProxy and couchwatch for ~20 s")
+		t.Skip("runs HAProxy and couchwatch for ~40 s")
 	}
 	cfg := defaultConfig()
-	cfg.Methods = []string{"cw-tuned", tunedKey}
+	cfg.Methods = []string{"cw-default", tunedKey}
 	cfg.Reps = 1
 	cfg.Pre, cfg.Window, cfg.Tail = 300*time.Millisecond, time.Second, 200*time.Millisecond
 	// cfg.MaxDetect stays at its default: a busy machine may be slow to notice, and the
 	// test asserts that every fault is noticed, not how fast.
+	cfg.SlowWindow, cfg.RampOver = 5*time.Second, 4*time.Second
 	cfg.Idle = time.Second
 	cfg.ClientTimeout = 30 * time.Second
 	if err := cfg.validate(); err != nil {
@@ -107,12 +111,17 @@ func TestFailoverSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log("\n" + out.String())
-	if len(rep.cells) != 4 {
-		t.Fatalf("%d cells, want 4", len(rep.cells))
+	if want := len(cfg.Methods) * len(allFaults); len(rep.cells) != want {
+		t.Fatalf("%d cells, want %d", len(rep.cells), want)
 	}
 	for _, c := range rep.cells {
-		if !c.Detected {
+		switch {
+		case !slowFault(c.Fault) && !c.Detected:
 			t.Errorf("%s / %s: the faulted server never left rotation", c.Method, c.Fault)
+		case slowFault(c.Fault) && c.Method == "cw-default" && c.MarkedDown:
+			t.Errorf("%s / %s: couchwatch marked an answering node down after %v", c.Method, c.Fault, c.DownAfter)
+		case c.Fault == faultRamp && c.Method == tunedKey && !c.MarkedDown:
+			t.Errorf("%s / %s: HAProxy's 250 ms check timeout never marked a %v node down", c.Method, c.Fault, cfg.RampTo)
 		}
 		if len(c.OthersOut) != 0 {
 			t.Errorf("%s / %s: healthy servers left rotation too: %v", c.Method, c.Fault, c.OthersOut)
@@ -122,14 +131,19 @@ func TestFailoverSmoke(t *testing.T) {
 		}
 	}
 	rows := tableRows(out.String())
-	for _, want := range [][2]string{
-		{"couchwatch (tuned)", "crash"}, {"couchwatch (tuned)", "hang"},
-		{"HAProxy httpchk, tuned", "crash"}, {"HAProxy httpchk, tuned", "hang"},
-		{"couchwatch (defaults, runtime API, 3 nodes)", ""},
-		{"HAProxy worker steered by couchwatch (no checks)", ""},
-		{"HAProxy worker running the tuned httpchk (3 servers)", ""},
+	for _, m := range []string{"couchwatch (defaults)", "HAProxy httpchk, tuned"} {
+		for _, f := range allFaults {
+			if !rows[[2]string{m, f}] {
+				t.Errorf("no table row %q / %q", m, f)
+			}
+		}
+	}
+	for _, want := range []string{
+		"couchwatch (defaults, runtime API, 3 nodes)",
+		"HAProxy worker steered by couchwatch (no checks)",
+		"HAProxy worker running the tuned httpchk (3 servers)",
 	} {
-		if !rows[want] {
+		if !rows[[2]string{want, ""}] {
 			t.Errorf("no table row %q", want)
 		}
 	}
@@ -151,7 +165,7 @@ func tableRows(text string) map[[2]string]bool {
 			continue
 		}
 		first, second := strings.TrimSpace(cells[0]), strings.TrimSpace(cells[1])
-		if second != "crash" && second != "hang" {
+		if !slices.Contains(allFaults, second) {
 			second = ""
 		}
 		rows[[2]string{first, second}] = true

@@ -31,6 +31,9 @@ type summary struct {
 	OthersOut     float64
 	AllOut        time.Duration // median time until every server was out, when they all were
 	Statuses      map[int]int   // over every repetition
+	MarkedDown    int           // repetitions where the target was marked down (maint or DOWN)
+	DownAfter     time.Duration // median fault -> marked down, over those
+	MinWeight     float64       // median lowest weight while in rotation
 }
 
 // summarize returns one summary per method x fault, in run order.
@@ -48,7 +51,8 @@ func (r *report) summarize() []summary {
 		s := &out[i]
 		var ds []time.Duration
 		var failed, sent, stuck, others []int
-		var allOut []time.Duration
+		var allOut, downs []time.Duration
+		var weights []int
 		for _, c := range r.cells {
 			if c.Method != s.Method || c.Fault != s.Fault {
 				continue
@@ -72,7 +76,15 @@ func (r *report) summarize() []summary {
 			for k, v := range c.Statuses {
 				s.Statuses[k] += v
 			}
+			if c.MarkedDown {
+				s.MarkedDown++
+				downs = append(downs, c.DownAfter)
+			}
+			weights = append(weights, c.MinWeight)
 		}
+		sort.Slice(downs, func(a, b int) bool { return downs[a] < downs[b] })
+		s.DownAfter = benchkit.Median(downs)
+		s.MinWeight = benchkit.MedianInt(weights)
 		sort.Slice(ds, func(a, b int) bool { return ds[a] < ds[b] })
 		s.Detect = benchkit.Median(ds)
 		if len(ds)%2 == 0 && (ds[len(ds)/2] == math.MaxInt64 || ds[len(ds)/2-1] == math.MaxInt64) {
@@ -128,7 +140,7 @@ func (r *report) write(w io.Writer) {
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
 	fmt.Fprintf(w, "\n%d nodes, node %d faulted, %.0f req/s open loop through the frontend, %d repetitions per cell (medians; min-max in brackets),\n",
 		nodes, cfg.FaultNode, cfg.Rate, cfg.Reps)
-	fmt.Fprintf(w, "HAProxy state polled every %s; failed = non-200 or client error among the requests sent from %s before the fault until\n",
+	fmt.Fprintf(w, "fault at a random moment 0-500 ms after -pre; HAProxy state polled every %s; failed = non-200 or client error among the requests sent from %s before the fault until\n",
 		cfg.Poll, cfg.Pre)
 	fmt.Fprintf(w, "max(%s after it, %s after the server left rotation); stuck = took over 1 s (held by the hung node until Resume).\n",
 		cfg.Window, cfg.Tail)
@@ -141,7 +153,12 @@ func (r *report) write(w io.Writer) {
 		}
 	}
 	t := benchkit.Table{Header: []string{"method", "fault", "out of rotation after", "vs tuned checks", "failed / sent", "failures (all reps)", "stuck >1s", "other servers taken out"}}
+	var slow []summary
 	for _, s := range sums {
+		if slowFault(s.Fault) {
+			slow = append(slow, s)
+			continue
+		}
 		rng := ""
 		if s.Reps > 1 && s.detected() {
 			rng = fmt.Sprintf(" [%s-%s]", shortMs(s.MinD, cfg.MaxDetect), shortMs(s.MaxD, cfg.MaxDetect))
@@ -153,7 +170,12 @@ func (r *report) write(w io.Writer) {
 		t.Add(methodByKey(s.Method).Name, s.Fault, fmtDetect(s.Detect, cfg.MaxDetect)+rng, ratio,
 			fmtNum(s.Failed)+" / "+fmtNum(s.Sent), fmtStatuses(s.Statuses), fmtNum(s.Stuck), fmtOthers(s))
 	}
-	t.Write(w)
+	if len(t.Rows) > 0 {
+		t.Write(w)
+	}
+	if len(slow) > 0 {
+		r.writeSlow(w, slow)
+	}
 
 	fmt.Fprintln(w, "\nMethods:")
 	seen := map[string]bool{}
@@ -195,4 +217,31 @@ func fmtOthers(s summary) string {
 		out += ", all " + fmt.Sprint(nodes) + " out after " + benchkit.Ms(s.AllOut)
 	}
 	return out
+}
+
+// writeSlow is the table of the faults where the node keeps answering: every ejection
+// is false.
+func (r *report) writeSlow(w io.Writer, sums []summary) {
+	cfg := r.cfg
+	t := benchkit.Table{
+		Title: fmt.Sprintf("\nFaults where the node keeps answering, watched for %s: slow-ramp = every reply of node %d delayed by %s rising to %s over %s, then staying;\n"+
+			"load = real-shaped load (couchtest SetLoad(1), data requests +5 ms per request in flight). A false ejection = the node marked down\n"+
+			"(maint, or HAProxy's check DOWN) in a trial; out of rotation also counts drain and weight 0; lowest weight = while in rotation (median).",
+			cfg.SlowWindow, cfg.FaultNode, cfg.RampFrom, cfg.RampTo, cfg.RampOver),
+		Header: []string{"method", "fault", "false ejections", "marked down after", "out of rotation", "lowest weight", "failed / sent", "failures (all reps)", "stuck >1s", "other servers taken out"},
+	}
+	for _, s := range sums {
+		after := "-"
+		if s.MarkedDown > 0 {
+			after = benchkit.Ms(s.DownAfter)
+		}
+		out := fmt.Sprintf("%d of %d", s.Detected, s.Reps)
+		weight := "-"
+		if s.MinWeight >= 0 {
+			weight = fmtNum(s.MinWeight)
+		}
+		t.Add(methodByKey(s.Method).Name, s.Fault, fmt.Sprintf("%d of %d", s.MarkedDown, s.Reps), after, out, weight,
+			fmtNum(s.Failed)+" / "+fmtNum(s.Sent), fmtStatuses(s.Statuses), fmtNum(s.Stuck), fmtOthers(s))
+	}
+	t.Write(w)
 }
