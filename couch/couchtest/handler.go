@@ -102,6 +102,9 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // the client left while the call waited on a hung peer
 	}
 	delay += extra
+	if !handled && class == classData && n.failData() {
+		status, body = http.StatusInternalServerError, []byte(bodyServerErr)
+	}
 	switch set.fault {
 	case Fault5xx:
 		status, body = http.StatusInternalServerError, []byte(bodyServerErr)

@@ -72,6 +72,7 @@ type Stats struct {
 type counters struct {
 	up, membership, system, activeTasks, config, nodeInfo, session, data atomic.Int64
 	logins, basicAuth, unauthorized, inFlight, conns                     atomic.Int64
+	dataSeen                                                             atomic.Int64 // data requests counted by failData
 }
 
 // Node is one simulated CouchDB node.
@@ -81,25 +82,27 @@ type Node struct {
 	name  string
 	stats counters
 
-	mu          sync.Mutex
-	port        int
-	running     bool
-	ln          net.Listener
-	conns       map[*trackedConn]struct{}
-	stopped     chan struct{} // closed by Stop
-	hung        chan struct{} // non-nil while hung, closed by Resume
-	hungSince   time.Time
-	missing     bool
-	fault       Fault
-	latency     time.Duration
-	ramp        latencyRamp
-	perInflight time.Duration
-	maintenance string
-	load        float64
-	jsProcs     int // idle QuickJS processes kept since the last load
-	rng         *mrand.Rand
-	system      []byte
-	activeTasks []byte
+	mu        sync.Mutex
+	port      int
+	running   bool
+	ln        net.Listener
+	conns     map[*trackedConn]struct{}
+	stopped   chan struct{} // closed by Stop
+	hung      chan struct{} // non-nil while hung, closed by Resume
+	hungSince time.Time
+	missing   bool
+	fault     Fault
+	latency   time.Duration
+	ramp      latencyRamp
+	// dataFailEvery > 0 fails every nth data request (SetDataFailures).
+	dataFailEvery int
+	perInflight   time.Duration
+	maintenance   string
+	load          float64
+	jsProcs       int // idle QuickJS processes kept since the last load
+	rng           *mrand.Rand
+	system        []byte
+	activeTasks   []byte
 }
 
 func newNode(c *Cluster, idx, port int) (*Node, error) {
