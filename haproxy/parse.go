@@ -88,6 +88,7 @@ type statRow struct {
 	status      string
 	checkStatus string
 	agentStatus string
+	traffic     Traffic
 }
 
 // parseStat parses "show stat <backend> 4 -1" (CSV, header "# pxname,svname,...").
@@ -136,6 +137,9 @@ func parseStat(backend, text string) (map[string]statRow, error) {
 		}
 		if row.scur, err = atoiEmpty(rec[cols["scur"]]); err != nil {
 			return nil, fmt.Errorf("show stat: %w: server %s scur: %w", ErrMalformed, name, err)
+		}
+		if row.traffic, err = parseTraffic(cols, rec); err != nil {
+			return nil, fmt.Errorf("show stat: %w: server %s: %w", ErrMalformed, name, err)
 		}
 		out[name] = row
 	}

@@ -89,6 +89,7 @@ func (r *Runtime) State(ctx context.Context, backend string) (Observed, error) {
 		servers[i].Status = st.status
 		servers[i].CheckDesc = st.checkStatus
 		servers[i].AgentDesc = st.agentStatus
+		servers[i].Traffic = st.traffic
 	}
 	return Observed{Backend: backend, Servers: servers}, nil
 }

@@ -34,6 +34,7 @@ type Server struct {
 	Status    string
 	CheckDesc string // last check status (show stat "check_status"), "" if none
 	AgentDesc string // last agent status (show stat "agent_status"), "" if none
+	Traffic   Traffic
 }
 
 // Observed is the state of one backend, re-read on every pass.
