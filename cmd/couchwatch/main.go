@@ -199,6 +199,7 @@ type passState struct {
 	pstate     policyState
 	commands   []haproxy.Command // sent this pass
 	skips      []haproxy.Skip    // refused by the safety rules this pass
+	outliers   outlierState      // HAProxy's own traffic (outlier.go)
 }
 
 func newApp(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*app, error) {

@@ -37,12 +37,13 @@ func (a *app) pass(ctx context.Context, useRuntime bool) error {
 	case !useRuntime:
 		// Backing off after a HAProxy error: keep what we knew.
 		ps.servers, ps.unmapped, ps.unwatched, ps.dec, ps.effective, ps.observed = prev.servers, prev.unmapped, prev.unwatched, prev.dec, prev.effective, prev.observed
-		ps.haproxyErr, ps.skips = prev.haproxyErr, prev.skips
+		ps.haproxyErr, ps.skips, ps.outliers = prev.haproxyErr, prev.skips, prev.outliers
 	default:
 		res, err := a.rec.ReconcileWith(ctx, func(obs haproxy.Observed) haproxy.Desired {
 			ps.servers, ps.unmapped = mapServers(a.targets, a.explMap, &obs, a.hosts.Addrs)
 			ps.unwatched = unwatched(obs, ps.servers)
-			ps.dec, ps.pstate = decide(a.policyConfig(), a.cfg.HAProxy.Backend, statuses, ps.servers, &obs, prev.pstate, now)
+			ps.statuses = a.trafficOutliers(&ps, prev.outliers, obs) // HAProxy's own traffic: a second signal
+			ps.dec, ps.pstate = decide(a.policyConfig(), a.cfg.HAProxy.Backend, ps.statuses, ps.servers, &obs, prev.pstate, now)
 			return ps.dec.Desired
 		})
 		if err != nil {
