@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -56,15 +57,38 @@ const (
 	// agent-send sends nothing and waits for the reply.
 	agentReadWait  = 100 * time.Millisecond
 	agentWriteWait = time.Second
-	agentMaxConns  = 64
 	agentMaxSend   = 256
+	// AgentMaxConns is the default cap on connections served at once.
+	AgentMaxConns = 64
+	// agentRefusalLogEvery spaces the warnings about refused connections.
+	agentRefusalLogEvery = 10 * time.Second
 )
+
+// Reasons a connection is refused (couchwatch_agent_refused_total).
+const (
+	refusedMaxConns  = "max_connections"
+	refusedPerSource = "max_per_source"
+)
+
+func refusalReasons() []string { return []string{refusedMaxConns, refusedPerSource} }
 
 // AgentServer answers HAProxy agent-checks, a drop-in for CHT's healthcheck on 5555.
 type AgentServer struct {
+	// MaxConns caps the connections served at once (default AgentMaxConns).
+	// One source address gets at most a quarter of them, so a flood from one
+	// client cannot starve HAProxy's own checks. Set before Serve.
+	MaxConns int
+
 	respond AgentResponder
 	log     *slog.Logger
 	m       *Metrics
+	now     func() time.Time
+
+	mu       sync.Mutex
+	total    int
+	bySource map[netip.Addr]int
+	refused  int       // refusals since the last warning
+	warned   time.Time // time of the last warning
 }
 
 // NewAgentServer returns an AgentServer; log and m may be nil.
@@ -75,18 +99,18 @@ func NewAgentServer(respond AgentResponder, log *slog.Logger, m *Metrics) *Agent
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	return &AgentServer{respond: respond, log: log, m: m}
+	return &AgentServer{MaxConns: AgentMaxConns, respond: respond, log: log, m: m, now: time.Now, bySource: map[netip.Addr]int{}}
 }
 
 // Serve accepts agent-check connections on ln until ctx ends, then closes ln, waits
 // for the connections in flight and returns nil. Other accept errors are returned.
-// At most agentMaxConns connections are served at once; extra ones are closed.
+// Connections over the caps are closed at once, counted, and warned about at
+// most once per agentRefusalLogEvery.
 func (s *AgentServer) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	sem := make(chan struct{}, agentMaxConns)
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -100,20 +124,69 @@ func (s *AgentServer) Serve(ctx context.Context, ln net.Listener) error {
 			_ = ln.Close()
 			return fmt.Errorf("agent server accept: %w", err)
 		}
-		select {
-		case sem <- struct{}{}:
-		default:
-			s.log.Warn("agent connection refused: too many connections", "remote", conn.RemoteAddr().String())
+		src := sourceOf(conn)
+		if reason := s.admit(src); reason != "" {
 			_ = conn.Close()
+			s.refuse(reason, src)
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
+			defer s.release(src)
 			s.handle(conn)
 		}()
 	}
+}
+
+func sourceOf(conn net.Conn) netip.Addr {
+	if ap, err := netip.ParseAddrPort(conn.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// admit takes a slot for a connection from src, or says why not.
+func (s *AgentServer) admit(src netip.Addr) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	limit := max(1, s.MaxConns)
+	switch {
+	case s.total >= limit:
+		return refusedMaxConns
+	case s.bySource[src] >= max(1, limit/4):
+		return refusedPerSource
+	}
+	s.total++
+	s.bySource[src]++
+	return ""
+}
+
+func (s *AgentServer) release(src netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.total--
+	if s.bySource[src]--; s.bySource[src] <= 0 {
+		delete(s.bySource, src)
+	}
+}
+
+// refuse counts a refusal and warns at most once per agentRefusalLogEvery,
+// with the number refused since the last warning.
+func (s *AgentServer) refuse(reason string, src netip.Addr) {
+	s.m.AgentRefused.WithLabelValues(reason).Inc()
+	s.mu.Lock()
+	s.refused++
+	now := s.now()
+	if !s.warned.IsZero() && now.Sub(s.warned) < agentRefusalLogEvery {
+		s.mu.Unlock()
+		return
+	}
+	n := s.refused
+	s.refused, s.warned = 0, now
+	s.mu.Unlock()
+	s.log.Warn("agent connections refused: too many connections", "refused", n, "reason", reason,
+		"remote", src.String(), "max", s.MaxConns, "next_warning_after", agentRefusalLogEvery)
 }
 
 func (s *AgentServer) handle(conn net.Conn) {

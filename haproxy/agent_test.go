@@ -106,7 +106,7 @@ func TestAgentServer(t *testing.T) {
 func TestAgentServerBounded(t *testing.T) {
 	addr, _ := startAgent(t, func(string) AgentReply { return AgentReply{Words: []string{"up"}} })
 	var idle []net.Conn
-	for range agentMaxConns + 10 {
+	for range AgentMaxConns + 10 {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)

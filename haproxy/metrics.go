@@ -19,6 +19,7 @@ type Metrics struct {
 	Skipped           *prometheus.CounterVec // reason
 	Drains            *prometheus.CounterVec // server, reason
 	AgentReplies      *prometheus.CounterVec // reply
+	AgentRefused      *prometheus.CounterVec // reason
 }
 
 // Bounded label values (functions, not package variables: no shared mutable state).
@@ -80,6 +81,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "couchwatch_agent_replies_total",
 			Help: "Agent-check replies sent, by first word.",
 		}, []string{"reply"}),
+		AgentRefused: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "couchwatch_agent_refused_total",
+			Help: "Agent-check connections closed unanswered because the server was at a cap, by cap.",
+		}, []string{"reason"}),
 	}
 	for _, op := range commandOps() {
 		for _, r := range commandResults() {
@@ -91,6 +96,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	for _, w := range agentWords() {
 		m.AgentReplies.WithLabelValues(w)
+	}
+	for _, r := range refusalReasons() {
+		m.AgentRefused.WithLabelValues(r)
 	}
 	return m
 }
