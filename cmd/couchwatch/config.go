@@ -53,6 +53,7 @@ type Config struct {
 
 	CouchMetrics CouchMetricsConfig // couchmetrics.go
 	Shards       ShardsConfig       // blast.go
+	Web          WebConfig          // web.go
 }
 
 // loadConfig reads the environment through l and validates it. The error names every
@@ -184,7 +185,7 @@ func (c Config) Validate() error {
 			errs = append(errs, err)
 		}
 	}
-	for _, err := range []error{c.Policy.Validate(), c.Checks.Validate(), c.Kube.Validate(), c.CouchMetrics.Validate(), c.Shards.Validate()} {
+	for _, err := range []error{c.Policy.Validate(), c.Checks.Validate(), c.Kube.Validate(), c.CouchMetrics.Validate(), c.Shards.Validate(), c.Web.Validate()} {
 		if err != nil {
 			errs = append(errs, err)
 		}

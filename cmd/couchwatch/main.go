@@ -304,15 +304,18 @@ func (a *app) run(ctx context.Context, httpLn, agentLn net.Listener) error {
 		}()
 	}
 	a.hosts.refresh(ctx) // before the first pass maps nodes to servers by address
-	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
+	httpCap, agentCap := connCaps(nofile(), len(a.nodes), a.cfg.Web.MaxConns, haproxy.AgentMaxConns)
+	a.log.Info("connection caps", "http", httpCap, "agent", agentCap, "rlimit_nofile", nofile())
+	srv := a.httpServer()
 	start(func() error {
-		if err := srv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
+		if err := a.serveHTTP(httpLn, srv, httpCap); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)
 		}
 		return nil
 	})
 	if agentLn != nil {
 		agent := haproxy.NewAgentServer(a.agentReply, a.log, a.hm)
+		agent.MaxConns = agentCap
 		start(func() error { return agent.Serve(ctx, agentLn) })
 	}
 	start(func() error { a.runner.Run(ctx); return nil })
