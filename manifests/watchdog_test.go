@@ -4,6 +4,8 @@ package manifests_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -14,7 +16,19 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-const watchdogScrape = 5 * time.Minute
+const (
+	watchdogScrape     = 5 * time.Minute
+	watchdogScrapeFile = "prometheus/watchdog/scrape-couchwatch.yml"
+)
+
+func writeTestFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func filepathAbs(p string) (string, error) { return filepath.Abs(p) }
 
 type alertRule struct {
 	Alert       string            `json:"alert"`
@@ -196,4 +210,58 @@ func TestWatchdogRules(t *testing.T) {
 			t.Errorf("%s missing from %s", name, genGrafanaAlerts)
 		}
 	}
+}
+
+// TestWatchdogScrapeSnippet: the scrape job passes promtool check config inside a
+// Watchdog-like Prometheus configuration (5-minute global interval, the Watchdog rules),
+// scrapes over TLS with basic auth, and its job name matches CouchwatchDown.
+func TestWatchdogScrapeSnippet(t *testing.T) {
+	pt := tool(t, "promtool", "/usr/bin")
+	var snippet struct {
+		ScrapeConfigs []map[string]any `json:"scrape_configs"`
+	}
+	mustYAML(t, readFile(t, watchdogScrapeFile), &snippet)
+	if len(snippet.ScrapeConfigs) != 1 {
+		t.Fatalf("%s: %d scrape configs", watchdogScrapeFile, len(snippet.ScrapeConfigs))
+	}
+	job := snippet.ScrapeConfigs[0]
+	name, _ := job["job_name"].(string)
+	if !regexp.MustCompile(`^(?:.*couchwatch.*)$`).MatchString(name) {
+		t.Errorf("job_name %q does not match CouchwatchDown's job=~\".*couchwatch.*\"", name)
+	}
+	if job["scrape_interval"] != "5m" || job["scheme"] != "https" || get(job, "basic_auth", "username") == nil || get(job, "tls_config", "ca_file") == nil {
+		t.Errorf("scrape job %v: want Watchdog's 5m, https, basic_auth and a CA", job)
+	}
+	for _, tgt := range asList(get(job, "static_configs").([]any)[0].(map[string]any)["targets"]) {
+		if !strings.HasSuffix(tgt.(string), ":9155") {
+			t.Errorf("target %v: want couchwatch's port 9155", tgt)
+		}
+	}
+
+	// A Watchdog-like prometheus.yml around it; the files it names must exist for promtool.
+	dir := t.TempDir()
+	files := map[string]string{}
+	for _, k := range []string{"basic_auth.password_file", "tls_config.ca_file"} {
+		path := strings.Split(k, ".")
+		local := dir + "/" + path[1]
+		files[get(job, path...).(string)] = local
+		get(job, path[0]).(map[string]any)[path[1]] = local
+	}
+	for _, local := range files {
+		writeTestFile(t, local, "x\n")
+	}
+	rules, err := filepathAbs(watchdogRulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := yaml.Marshal(map[string]any{
+		"global":         map[string]any{"scrape_interval": "5m", "evaluation_interval": "5m"},
+		"rule_files":     []any{rules},
+		"scrape_configs": []any{job},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeTestFile(t, dir+"/prometheus.yml", string(cfg))
+	t.Logf("%s", run(t, nil, nil, pt, "check", "config", dir+"/prometheus.yml"))
 }
