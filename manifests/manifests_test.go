@@ -132,11 +132,11 @@ data:
 ` + indent(ep, "    ")
 
 	return map[string][]byte{
-		genRule:       []byte(rule),
-		genDashboard:  []byte(dashCM),
-		genHAProxyCM:  []byte(haproxyCM),
-		genComposeCfg: []byte(cfg),
-		genComposeEP:  []byte(ep),
+		genRule:          []byte(rule),
+		genDashboard:     []byte(dashCM),
+		genHAProxyCM:     []byte(haproxyCM),
+		genComposeCfg:    []byte(cfg),
+		genComposeEP:     []byte(ep),
 		genGrafanaAlerts: grafanaAlerts(t),
 	}
 }
