@@ -82,7 +82,7 @@ func TestRunnerHeaderFloodNode(t *testing.T) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	base := ms.HeapInuse
-	r := NewRunner(testConfig(), nodes, slog.New(slog.DiscardHandler), NewMetrics(prometheus.NewRegistry()), nil)
+	r := NewRunner(testConfig(), nodes, slog.New(slog.DiscardHandler), mustMetrics(t, prometheus.NewRegistry()), nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	done := make(chan struct{})

@@ -8,17 +8,17 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/medic/couchwatch/couch"
+	"github.com/medic/couchwatch/internal/promreg"
 )
 
 // Metrics are the [checks] families of docs/metrics.md.
 //
-// The per-node families are one custom collector over a few hundred bytes of atomics per
-// node, turned into samples only when scraped. As client_golang vectors they cost ~27 KiB
-// a node (~47 series, each with its own label pairs, and 4 histograms): at 300 nodes,
-// 8 MiB of live heap, most of couchwatch's.
+// The per-node families are one collector over a few hundred bytes of atomics per node,
+// turned into client_golang const metrics only when scraped. As client_golang vectors
+// they cost ~27 KiB a node (~47 series, each with its own label pairs, and 4 histograms):
+// at 300 nodes, 8 MiB of live heap, most of couchwatch's.
 type Metrics struct {
 	clusterN prometheus.Gauge
 
@@ -100,12 +100,12 @@ var (
 		"Copies of this node's shards left if it were lost (n-1); 0 means its shards become unavailable.", []string{"node"}, nil)
 )
 
-// NewMetrics registers the checks metrics on reg.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+// NewMetrics creates the checks metrics and registers them on reg (nil: not registered);
+// every family that cannot be registered is in the error.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{clusterN: prometheus.NewGauge(prometheus.GaugeOpts{Name: "couchwatch_cluster_n",
 		Help: "Copies of each shard (cluster n), 0 if unknown."})}
-	reg.MustRegister(m, m.clusterN)
-	return m
+	return m, promreg.Register(reg, m, m.clusterN)
 }
 
 // Describe implements prometheus.Collector.
@@ -127,10 +127,12 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	nodes := m.nodes
 	m.mu.RUnlock()
 	for _, n := range nodes {
-		node := n.label
-		gauge := func(d *prometheus.Desc, v float64, more ...*dto.LabelPair) { ch <- newSample(d, false, v, node, more) }
-		counter := func(d *prometheus.Desc, v uint64, more ...*dto.LabelPair) {
-			ch <- newSample(d, true, float64(v), node, more)
+		node := n.node
+		gauge := func(d *prometheus.Desc, v float64, more ...string) {
+			ch <- constMetric(d, prometheus.GaugeValue, v, node, more)
+		}
+		counter := func(d *prometheus.Desc, v uint64, more ...string) {
+			ch <- constMetric(d, prometheus.CounterValue, float64(v), node, more)
 		}
 		gauge(descUp, n.up.load())
 		cur := Verdict(n.verdict.Load())
@@ -139,26 +141,26 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			if v == cur {
 				val = 1
 			}
-			gauge(descVerdict, val, verdictPairs[v])
-			counter(descTransitions, n.transitions[v].Load(), verdictPairs[v])
+			gauge(descVerdict, val, verdictNames[v])
+			counter(descTransitions, n.transitions[v].Load(), verdictNames[v])
 		}
 		for p, probe := range probeNames {
-			ch <- n.duration[p].sample(node, probePairs[p])
-			for r := range reasonNames {
+			ch <- n.duration[p].metric(node, probe)
+			for r, reason := range reasonNames {
 				if c := n.failures[p][r].Load(); c > 0 || probe == ProbeUp {
-					counter(descFailures, c, probePairs[p], reasonPairs[r])
+					counter(descFailures, c, probe, string(reason))
 				}
 			}
 		}
 		gauge(descScore, n.score.load())
 		gauge(descRunQueue, n.runQueue.load())
 		gauge(descDirtyCPU, n.dirtyCPU.load())
-		for i := range queueNames {
-			gauge(descMsgQueue, n.queues[i].load(), queuePairs[i])
+		for i, q := range queueNames {
+			gauge(descMsgQueue, n.queues[i].load(), q)
 		}
 		gauge(descOSProcs, n.osProcs.load())
-		for i := range taskNames {
-			gauge(descTasks, n.tasks[i].load(), taskPairs[i])
+		for i, task := range taskNames {
+			gauge(descTasks, n.tasks[i].load(), task)
 		}
 		gauge(descLatency, n.latency.load())
 		gauge(descDisagreement, n.disagreement.load())
@@ -170,67 +172,19 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// The fixed label pairs, shared by every node and every scrape (client_golang's own
-// const metrics share theirs the same way: the registry only reads them).
-var (
-	verdictPairs = pairs("verdict", verdictNames[:])
-	probePairs   = pairs("probe", probeNames[:])
-	reasonPairs  = func() []*dto.LabelPair {
-		names := make([]string, len(reasonNames))
-		for i, r := range reasonNames {
-			names[i] = string(r)
-		}
-		return pairs("reason", names)
-	}()
-	queuePairs = pairs("queue", queueNames[:])
-	taskPairs  = pairs("type", taskNames[:])
-)
-
-func pairs(name string, values []string) []*dto.LabelPair {
-	out := make([]*dto.LabelPair, len(values))
-	for i := range values {
-		out[i] = &dto.LabelPair{Name: &name, Value: &values[i]}
+// constMetric is client_golang's const metric for node's series d with the further
+// label values more, or an invalid metric (the scrape reports it) if they do not fit d.
+func constMetric(d *prometheus.Desc, t prometheus.ValueType, v float64, node string, more []string) prometheus.Metric {
+	m, err := prometheus.NewConstMetric(d, t, v, append([]string{node}, more...)...)
+	if err != nil {
+		return prometheus.NewInvalidMetric(d, err)
 	}
-	return out
-}
-
-// sample is one gauge or counter sample, in one allocation. Its labels are node's pair
-// then more, which must follow in label-name order (node < probe < reason, ...).
-type sample struct {
-	desc    *prometheus.Desc
-	labels  [3]*dto.LabelPair
-	n       int
-	counter bool
-	value   float64
-	g       dto.Gauge
-	c       dto.Counter
-}
-
-func newSample(d *prometheus.Desc, counter bool, v float64, node *dto.LabelPair, more []*dto.LabelPair) *sample {
-	s := &sample{desc: d, counter: counter, value: v, n: 1 + len(more)}
-	s.labels[0] = node
-	copy(s.labels[1:], more)
-	return s
-}
-
-func (s *sample) Desc() *prometheus.Desc { return s.desc }
-
-func (s *sample) Write(out *dto.Metric) error {
-	out.Label = s.labels[:s.n]
-	if s.counter {
-		s.c.Value = &s.value
-		out.Counter = &s.c
-	} else {
-		s.g.Value = &s.value
-		out.Gauge = &s.g
-	}
-	return nil
+	return m
 }
 
 // initNode adds a node's series and returns them.
 func (m *Metrics) initNode(node string) *nodeMetrics {
-	name := "node"
-	nm := &nodeMetrics{label: &dto.LabelPair{Name: &name, Value: &node}}
+	nm := &nodeMetrics{node: node}
 	m.mu.Lock()
 	m.nodes = append(slices.Clip(m.nodes), nm) // Collect may hold the old slice
 	m.mu.Unlock()
@@ -239,7 +193,7 @@ func (m *Metrics) initNode(node string) *nodeMetrics {
 
 // nodeMetrics is one node's series.
 type nodeMetrics struct {
-	label *dto.LabelPair // node="<name>"
+	node string // the node label
 
 	up, latency, score, runQueue, dirtyCPU, osProcs, disagreement, copies afloat
 	authBlocked, silent, dataUnavailable, jsLimit                         afloat
@@ -313,37 +267,19 @@ func (h *histogram) observe(v float64) {
 	h.sum.add(v)
 }
 
-// sample is the histogram as a sample, in one allocation; its count is the sum of its
-// buckets, so the two agree even while observations land during a scrape.
-func (h *histogram) sample(node, probe *dto.LabelPair) prometheus.Metric {
-	s := &histSample{labels: [2]*dto.LabelPair{node, probe}}
+// metric is the histogram as client_golang's const histogram; its count is the sum of
+// its buckets, so the two agree even while observations land during a scrape.
+func (h *histogram) metric(node, probe string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(durationBuckets))
 	var cum uint64
-	for i := range durationBuckets {
+	for i, b := range durationBuckets {
 		cum += h.counts[i].Load()
-		s.counts[i] = cum
-		s.buckets[i] = dto.Bucket{UpperBound: &durationBuckets[i], CumulativeCount: &s.counts[i]}
-		s.bptrs[i] = &s.buckets[i]
+		buckets[b] = cum
 	}
-	s.count = cum + h.counts[len(durationBuckets)].Load()
-	s.sum = h.sum.load()
-	s.h = dto.Histogram{SampleCount: &s.count, SampleSum: &s.sum, Bucket: s.bptrs[:]}
-	return s
-}
-
-type histSample struct {
-	labels  [2]*dto.LabelPair
-	h       dto.Histogram
-	buckets [len(durationBuckets)]dto.Bucket
-	bptrs   [len(durationBuckets)]*dto.Bucket
-	counts  [len(durationBuckets)]uint64
-	count   uint64
-	sum     float64
-}
-
-func (s *histSample) Desc() *prometheus.Desc { return descDuration }
-
-func (s *histSample) Write(out *dto.Metric) error {
-	out.Label = s.labels[:]
-	out.Histogram = &s.h
-	return nil
+	count := cum + h.counts[len(durationBuckets)].Load()
+	m, err := prometheus.NewConstHistogram(descDuration, count, h.sum.load(), buckets, node, probe)
+	if err != nil {
+		return prometheus.NewInvalidMetric(descDuration, err)
+	}
+	return m
 }

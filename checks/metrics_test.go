@@ -13,9 +13,29 @@ import (
 	"github.com/medic/couchwatch/couch"
 )
 
+func mustMetrics(t testing.TB, reg prometheus.Registerer) *Metrics {
+	t.Helper()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// A second set of families on one registry is an error naming them, not a panic.
+func TestMetricsRegistrationErrors(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	mustMetrics(t, reg)
+	_, err := NewMetrics(reg)
+	if err == nil || !strings.Contains(err.Error(), "register couchwatch_node_up, couchwatch_node_verdict, couchwatch_node_transitions_total and 15 more: duplicate") ||
+		!strings.Contains(err.Error(), "register couchwatch_cluster_n: duplicate") {
+		t.Fatalf("second registration: %v", err)
+	}
+}
+
 func TestMetricsCollector(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m := NewMetrics(reg)
+	m := mustMetrics(t, reg)
 	a := m.initNode("a:5984")
 	a.observe(ProbeUp, 3*time.Millisecond) // le 0.005
 	a.observe(ProbeUp, 5*time.Millisecond) // le 0.005: bounds are inclusive

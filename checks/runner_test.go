@@ -50,7 +50,7 @@ func startRunnerOn(t *testing.T, cl *couchtest.Cluster, cfg Config) *runnerEnv {
 		nodes = append(nodes, node)
 	}
 	reg := prometheus.NewRegistry()
-	r := NewRunner(cfg, nodes, slog.New(slog.NewTextHandler(io.Discard, nil)), NewMetrics(reg), nil)
+	r := NewRunner(cfg, nodes, slog.New(slog.NewTextHandler(io.Discard, nil)), mustMetrics(t, reg), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.Run(ctx); close(done) }()
@@ -250,7 +250,7 @@ func TestRunnerIdleClosesDoNotSpin(t *testing.T) {
 	cfg := testConfig()
 	cfg.Interval, cfg.FastInterval = 100*time.Millisecond, 50*time.Millisecond
 	cfg.SystemInterval, cfg.MembershipInterval = time.Hour, time.Hour
-	r := NewRunner(cfg, []*couch.Node{node}, slog.New(slog.NewTextHandler(io.Discard, nil)), NewMetrics(prometheus.NewRegistry()), nil)
+	r := NewRunner(cfg, []*couch.Node{node}, slog.New(slog.NewTextHandler(io.Discard, nil)), mustMetrics(t, prometheus.NewRegistry()), nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = r.Run(ctx)

@@ -69,7 +69,7 @@ func TestSecretsNeverLeave(t *testing.T) {
 				var logs testenv.LogBuffer
 				reg := prometheus.NewRegistry()
 				cfg := testConfig()
-				r := NewRunner(cfg, []*couch.Node{node}, slog.New(newHandler(&logs)), NewMetrics(reg), nil)
+				r := NewRunner(cfg, []*couch.Node{node}, slog.New(newHandler(&logs)), mustMetrics(t, reg), nil)
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				done := make(chan struct{})

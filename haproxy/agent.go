@@ -97,7 +97,7 @@ func NewAgentServer(respond AgentResponder, log *slog.Logger, m *Metrics) *Agent
 		log = slog.New(slog.DiscardHandler)
 	}
 	if m == nil {
-		m = NewMetrics(nil)
+		m, _ = NewMetrics(nil) // not registered: cannot fail
 	}
 	return &AgentServer{MaxConns: AgentMaxConns, respond: respond, log: log, m: m, now: time.Now, bySource: map[netip.Addr]int{}}
 }

@@ -64,7 +64,7 @@ func TestAgentFloodHAProxyChecksAnswered(t *testing.T) {
 		return haproxy.AgentReply{Words: []string{"up", "ready"}}
 	}
 	logs := &testenv.LogBuffer{}
-	m := haproxy.NewMetrics(prometheus.NewRegistry())
+	m := metricsFor(t, prometheus.NewRegistry())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

@@ -35,7 +35,7 @@ func startAgent(t *testing.T, respond AgentResponder) (string, *Metrics) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := NewMetrics(nil)
+	m := mustMetrics(t, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- NewAgentServer(respond, nil, m).Serve(ctx, ln) }()

@@ -144,11 +144,20 @@ func TestApplyErrorRepliesSurface(t *testing.T) {
 	}
 }
 
+func metricsFor(t testing.TB, reg prometheus.Registerer) *haproxy.Metrics {
+	t.Helper()
+	m, err := haproxy.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 func TestReconcileRepairsReloadInOnePass(t *testing.T) {
 	p := haproxytest.StartT(t, haproxytest.Options{Servers: threeServers(t)[:2]})
 	rt := runtimeFor(t, p, false)
 	reg := prometheus.NewPedanticRegistry()
-	m := haproxy.NewMetrics(reg)
+	m := metricsFor(t, reg)
 	var logs testenv.LogBuffer
 	r := haproxy.NewReconciler(rt, haproxy.Budget{MinReady: 1}, slog.New(slog.NewJSONHandler(&logs, nil)), m)
 	ctx := context.Background()
@@ -226,7 +235,7 @@ couchwatch_haproxy_server_weight{server="n2"} 1
 func TestReconcileSkipsAndErrors(t *testing.T) {
 	p := haproxytest.StartT(t, haproxytest.Options{Servers: threeServers(t)[:2]})
 	rt := runtimeFor(t, p, false)
-	m := haproxy.NewMetrics(prometheus.NewRegistry())
+	m := metricsFor(t, prometheus.NewRegistry())
 	r := haproxy.NewReconciler(rt, haproxy.Budget{}, nil, m)
 	res, err := r.Reconcile(context.Background(), haproxy.Desired{Servers: map[string]haproxy.Want{
 		"n1": {State: haproxy.StateMaint, Weight: -1, Reason: "down"},
@@ -251,7 +260,7 @@ func TestReconcileSkipsAndErrors(t *testing.T) {
 func TestReconcileDryRunSendsNothing(t *testing.T) {
 	p := haproxytest.StartT(t, haproxytest.Options{Servers: threeServers(t)[:2]})
 	rt := runtimeFor(t, p, true)
-	m := haproxy.NewMetrics(prometheus.NewRegistry())
+	m := metricsFor(t, prometheus.NewRegistry())
 	var logs testenv.LogBuffer
 	r := haproxy.NewReconciler(rt, haproxy.Budget{}, slog.New(slog.NewTextHandler(&logs, nil)), m)
 	res, err := r.Reconcile(context.Background(), haproxy.Desired{Servers: map[string]haproxy.Want{
@@ -298,7 +307,7 @@ func TestAgentServerWithRealHAProxy(t *testing.T) {
 		return per[server]
 	}
 	set := func(f func()) { mu.Lock(); f(); mu.Unlock() }
-	m := haproxy.NewMetrics(prometheus.NewRegistry())
+	m := metricsFor(t, prometheus.NewRegistry())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- haproxy.NewAgentServer(respond, nil, m).Serve(ctx, ln) }()

@@ -2,7 +2,8 @@ package haproxy
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/medic/couchwatch/internal/promreg"
 )
 
 // Metrics are the [haproxy] families of docs/metrics.md except couchwatch_fail_open*
@@ -32,56 +33,56 @@ func adminStates() []AdminState {
 }
 func drainReasons() []string { return []string{"down", "maintenance", "saturated"} }
 
-// NewMetrics creates the families and registers them with reg (nil: not registered).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	f := promauto.With(reg)
+// NewMetrics creates the families and registers them with reg (nil: not registered);
+// every family that cannot be registered is in the error.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
-		Up: f.NewGauge(prometheus.GaugeOpts{
+		Up: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "couchwatch_haproxy_up",
 			Help: "1 if the last runtime API exchange with HAProxy succeeded.",
 		}),
-		Commands: f.NewCounterVec(prometheus.CounterOpts{
+		Commands: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "couchwatch_haproxy_commands_total",
 			Help: "Runtime API commands, by operation and result.",
 		}, []string{"op", "result"}),
-		ReconcileDuration: f.NewHistogram(prometheus.HistogramOpts{
+		ReconcileDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "couchwatch_haproxy_reconcile_duration_seconds",
 			Help:    "Duration of one reconcile pass: read state, plan, apply.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}),
-		LastSuccess: f.NewGauge(prometheus.GaugeOpts{
+		LastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "couchwatch_haproxy_last_reconcile_success_timestamp_seconds",
 			Help: "Unix time of the last reconcile pass that ended without error.",
 		}),
-		ReconcileErrors: f.NewCounter(prometheus.CounterOpts{
+		ReconcileErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "couchwatch_haproxy_reconcile_errors_total",
 			Help: "Reconcile passes that ended in error.",
 		}),
-		ServerWeight: f.NewGaugeVec(prometheus.GaugeOpts{
+		ServerWeight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "couchwatch_haproxy_server_weight",
 			Help: "Weight HAProxy reports for the server.",
 		}, []string{"server"}),
-		ServerAdminState: f.NewGaugeVec(prometheus.GaugeOpts{
+		ServerAdminState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "couchwatch_haproxy_server_admin_state",
 			Help: "One-hot admin state HAProxy reports for the server.",
 		}, []string{"server", "state"}),
-		ServerConnections: f.NewGaugeVec(prometheus.GaugeOpts{
+		ServerConnections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "couchwatch_haproxy_server_connections",
 			Help: "Current sessions HAProxy reports for the server (scur).",
 		}, []string{"server"}),
-		Skipped: f.NewCounterVec(prometheus.CounterOpts{
+		Skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "couchwatch_haproxy_skipped_total",
 			Help: "Changes refused by the safety rules, by reason.",
 		}, []string{"reason"}),
-		Drains: f.NewCounterVec(prometheus.CounterOpts{
+		Drains: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "couchwatch_haproxy_drains_total",
 			Help: "Servers taken out of rotation (drain or maint), by reason.",
 		}, []string{"server", "reason"}),
-		AgentReplies: f.NewCounterVec(prometheus.CounterOpts{
+		AgentReplies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "couchwatch_agent_replies_total",
 			Help: "Agent-check replies sent, by first word.",
 		}, []string{"reply"}),
-		AgentRefused: f.NewCounterVec(prometheus.CounterOpts{
+		AgentRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "couchwatch_agent_refused_total",
 			Help: "Agent-check connections closed unanswered because the server was at a cap, by cap.",
 		}, []string{"reason"}),
@@ -100,7 +101,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range refusalReasons() {
 		m.AgentRefused.WithLabelValues(r)
 	}
-	return m
+	return m, promreg.Register(reg, m.Up, m.Commands, m.ReconcileDuration, m.LastSuccess, m.ReconcileErrors,
+		m.ServerWeight, m.ServerAdminState, m.ServerConnections, m.Skipped, m.Drains, m.AgentReplies, m.AgentRefused)
 }
 
 func contains[T comparable](set []T, v T) bool {

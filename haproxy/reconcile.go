@@ -42,7 +42,7 @@ func NewReconciler(rt *Runtime, b Budget, log *slog.Logger, m *Metrics) *Reconci
 		log = slog.New(slog.DiscardHandler)
 	}
 	if m == nil {
-		m = NewMetrics(nil)
+		m, _ = NewMetrics(nil) // not registered: cannot fail
 	}
 	return &Reconciler{rt: rt, b: b, log: log, m: m, known: map[string]struct{}{}}
 }

@@ -55,7 +55,7 @@ func TestReconcileSafeAtEveryPrefix(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := haproxy.NewReconciler(rt, haproxy.Budget{MinReady: 1}, nil, haproxy.NewMetrics(prometheus.NewRegistry()))
+		r := haproxy.NewReconciler(rt, haproxy.Budget{MinReady: 1}, nil, metricsFor(t, prometheus.NewRegistry()))
 		if _, err := r.Reconcile(context.Background(), d); err == nil {
 			t.Errorf("refused command %d: Reconcile returned no error", refused)
 		}
@@ -88,7 +88,7 @@ func TestReconcileCountsOnlyServing(t *testing.T) {
 	}, BackendExtra: []string{"option httpchk GET /"}})
 	p.WaitServer(t, backend, "n1", func(s haproxytest.Server) bool { return strings.HasPrefix(s.Status, "DOWN") }, 5*time.Second)
 	rt := runtimeFor(t, p, false)
-	m := haproxy.NewMetrics(prometheus.NewRegistry())
+	m := metricsFor(t, prometheus.NewRegistry())
 	r := haproxy.NewReconciler(rt, haproxy.Budget{MinReady: 1}, nil, m)
 	d := haproxy.Desired{Servers: map[string]haproxy.Want{
 		"n1": {Weight: -1},
@@ -190,7 +190,7 @@ func TestReconcileNotVerifiedCountedOnce(t *testing.T) {
 	if _, err := p.Cmd("set server couchdb-servers/n1 state maint"); err != nil {
 		t.Fatal(err)
 	}
-	m := haproxy.NewMetrics(prometheus.NewRegistry())
+	m := metricsFor(t, prometheus.NewRegistry())
 	r := haproxy.NewReconciler(runtimeFor(t, p, false), haproxy.Budget{}, nil, m)
 	d := haproxy.Desired{Servers: map[string]haproxy.Want{"n1": {State: haproxy.StateReady, Weight: -1}, "n2": {Weight: -1}}}
 	for range 3 {

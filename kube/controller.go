@@ -71,7 +71,7 @@ func NewController(cfg Config, client kubernetes.Interface, servers []string, lo
 		log = slog.New(slog.DiscardHandler)
 	}
 	if m == nil {
-		m = NewMetrics(nil)
+		m, _ = NewMetrics(nil) // not registered: cannot fail
 	}
 	if clk == nil {
 		clk = clock.RealClock{}

@@ -20,7 +20,7 @@ func testWriter(t *testing.T, objs ...runtime.Object) (*nodeWriter, *fake.Client
 	t.Helper()
 	cs := fake.NewClientset(objs...)
 	cfg := DefaultConfig()
-	m := NewMetrics(nil)
+	m, _ := NewMetrics(nil)
 	return &nodeWriter{client: cs, cfg: cfg, instance: "prod", clk: clocktesting.NewFakeClock(time.Unix(1e9, 0)), m: m}, cs, m
 }
 

@@ -103,7 +103,10 @@ func start(t *testing.T, client kubernetes.Interface, cfg kube.Config, servers [
 	logs := &testenv.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := prometheus.NewRegistry()
-	m := kube.NewMetrics(reg)
+	m, err := kube.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctl, err := kube.NewController(cfg, client, servers, log.With("identity", cfg.Identity), m, clk)
 	if err != nil {
 		t.Fatalf("NewController: %v", err)

@@ -1,9 +1,9 @@
 package kube
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/medic/couchwatch/internal/promreg"
 )
 
 // Label values of the [kube] metric families (docs/metrics.md).
@@ -35,8 +35,9 @@ type Metrics struct {
 	apiErrors *prometheus.CounterVec
 }
 
-// NewMetrics creates the families and registers them on reg (nil: not registered).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+// NewMetrics creates the families and registers them on reg (nil: not registered);
+// every family that cannot be registered is in the error.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "couchwatch_kube_leader",
@@ -72,30 +73,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, v := range []string{verbGet, verbList, verbWatch, verbPatch, verbCreate, verbUpdate, verbEvict} {
 		m.apiErrors.WithLabelValues(v)
 	}
-	if reg != nil {
-		m.leader = register(reg, m.leader)
-		m.flags = register(reg, m.flags)
-		m.flagged = register(reg, m.flagged)
-		m.passes = register(reg, m.passes)
-		m.evictions = register(reg, m.evictions)
-		m.apiErrors = register(reg, m.apiErrors)
-	}
-	return m
-}
-
-// register registers c, or returns the identical collector already registered
-// (two controllers sharing a registry share the families). Any other
-// registration problem leaves c unregistered rather than panicking: metrics
-// must never take the sidecar down.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	err := reg.Register(c)
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing
-		}
-	}
-	return c
+	return m, promreg.Register(reg, m.leader, m.flags, m.flagged, m.passes, m.evictions, m.apiErrors)
 }
 
 func (m *Metrics) apiError(verb string) { m.apiErrors.WithLabelValues(verb).Inc() }

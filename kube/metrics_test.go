@@ -11,8 +11,14 @@ import (
 
 func TestMetricsNamesAndLint(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	NewMetrics(reg)
-	NewMetrics(reg) // a second set on the same registry shares the families
+	if _, err := NewMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	// A second set on the same registry is an error naming the family, not a panic and
+	// not a silent second set that nothing exports.
+	if _, err := NewMetrics(reg); err == nil || !strings.Contains(err.Error(), "register couchwatch_kube_leader: duplicate") {
+		t.Fatalf("second registration: %v", err)
+	}
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {
 		t.Fatal(err)

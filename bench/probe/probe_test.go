@@ -220,7 +220,11 @@ func BenchmarkScrape(b *testing.B) {
 				nodes = append(nodes, node)
 			}
 			reg := prometheus.NewRegistry()
-			checks.NewRunner(checks.Config{Rise: 1, Fall: 1}, nodes, slog.New(slog.DiscardHandler), checks.NewMetrics(reg), nil)
+			m, err := checks.NewMetrics(reg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			checks.NewRunner(checks.Config{Rise: 1, Fall: 1}, nodes, slog.New(slog.DiscardHandler), m, nil)
 			h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 			req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
 			var w countingWriter

@@ -29,6 +29,7 @@ import (
 	"github.com/medic/couchwatch/checks"
 	"github.com/medic/couchwatch/couch"
 	"github.com/medic/couchwatch/haproxy"
+	"github.com/medic/couchwatch/internal/promreg"
 	"github.com/medic/couchwatch/kube"
 )
 
@@ -215,7 +216,6 @@ func newApp(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*app, error
 	a.last.pstate = newPolicyState()
 	a.timeline, a.history = newTimeline(timelineSize), newHistory(historySpan, historyStep(cfg.Reconcile))
 
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_build_info",
 		Help: "Build information of couchwatch (always 1)."}, []string{"version", "revision", "goversion"})
 	buildInfo.WithLabelValues(version, currentRevision(), runtime.Version()).Set(1)
@@ -225,7 +225,10 @@ func newApp(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*app, error
 		Help: "Times couchwatch entered fail-open."})
 	a.budgetExhausted = prometheus.NewGauge(prometheus.GaugeOpts{Name: "couchwatch_drain_budget_exhausted",
 		Help: "1 while a load drain is wanted but the drain budget is used up."})
-	reg.MustRegister(buildInfo, a.failOpen, a.failOpenTotal, a.budgetExhausted)
+	if err := promreg.Register(reg, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo, a.failOpen, a.failOpenTotal, a.budgetExhausted); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
 
 	// Every runner call carries its own deadline; this is only the fallback.
 	opts := couch.Options{User: cfg.User, Password: cfg.Password, Timeout: max(cfg.Checks.Timeout, cfg.Checks.SystemTimeout)}
@@ -238,7 +241,12 @@ func newApp(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*app, error
 	}
 	a.clk = clock.RealClock{}
 	a.hosts = newHostCache(targets, net.DefaultResolver.LookupHost)
-	a.runner = checks.NewRunner(cfg.Checks, a.nodes, log, checks.NewMetrics(reg), a.clk)
+	cm, err := checks.NewMetrics(reg)
+	if err != nil {
+		a.close()
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	a.runner = checks.NewRunner(cfg.Checks, a.nodes, log, cm, a.clk)
 	a.verdicts = a.runner
 	if cfg.CouchMetrics.On {
 		a.couchm = newCouchMetrics(cfg.CouchMetrics, a.nodes, log, reg)
@@ -247,7 +255,10 @@ func newApp(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*app, error
 		a.shards = newShardWatcher(cfg.Shards, cfg.Checks.SystemTimeout, a.nodes, a.runner.Snapshot, log, a.timeline, reg)
 	}
 
-	a.hm = haproxy.NewMetrics(reg)
+	if a.hm, err = haproxy.NewMetrics(reg); err != nil {
+		a.close()
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
 	if cfg.HAProxy.Socket != "" {
 		a.rt, err = haproxy.NewRuntime(cfg.HAProxy, log)
 		if err != nil {
@@ -256,7 +267,11 @@ func newApp(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*app, error
 		a.rec = haproxy.NewReconciler(a.rt, haproxy.Budget{MinReady: cfg.Policy.MinReady}, log, a.hm)
 	}
 
-	km := kube.NewMetrics(reg)
+	km, err := kube.NewMetrics(reg)
+	if err != nil {
+		a.close()
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
 	client, on, err := kube.NewClient(cfg.Kube)
 	switch {
 	case err != nil:
