@@ -309,7 +309,7 @@ func TestDockerfile(t *testing.T) {
 }
 
 // TestHAProxyLoadsCouchwatchConfig runs the real HAProxy through the replacement
-// entrypoint with a CHT-like configuration and checks that the admin socket from
+// entrypoint with CHT's real configuration (testdata/cht/cht-haproxy-3node.cfg) and checks that the admin socket from
 // couchwatch.cfg answers runtime commands for CHT's backend.
 func TestHAProxyLoadsCouchwatchConfig(t *testing.T) {
 	hap := tool(t, "haproxy", "/usr/sbin")
@@ -333,42 +333,13 @@ func TestHAProxyLoadsCouchwatchConfig(t *testing.T) {
 	if err := os.WriteFile(cwCfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	// The parts of CHT's default_frontend.cfg and backend.cfg that matter here.
-	front := fmt.Sprintf(`global
-  maxconn 1000
-defaults
-  mode http
-  option redispatch
-  timeout client 15000000
-  timeout server 360000000
-  timeout connect 1500000
-frontend http-in
-  bind 127.0.0.1:%d
-  default_backend couchdb-servers
-`, port)
-	back := `backend couchdb-servers
-  balance leastconn
-  retry-on all-retryable-errors
-  retries 5
-  server couchdb-1.local 127.0.0.1:1 check agent-check agent-inter 5s agent-addr 127.0.0.1 agent-port 1
-  server couchdb-2.local 127.0.0.1:2 check agent-check agent-inter 5s agent-addr 127.0.0.1 agent-port 1
-`
-	frontF, backF := filepath.Join(dir, "default_frontend.cfg"), filepath.Join(dir, "backend.cfg")
-	for p, c := range map[string]string{frontF: front, backF: back} {
-		if err := os.WriteFile(p, []byte(c), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// CHT's real configuration, as its entrypoint renders it for three nodes.
+	chtCfg, chtEnv := chtHAProxyConfig(t, dir)
 
 	ctx, cancel := context.WithCancel(t.Context())
-	cmd := exec.CommandContext(ctx, "/bin/sh", entrypointFile, "-f", frontF, "-f", backF)
-	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "COUCHWATCH_HAPROXY_CFG="+cwCfg)
+	// -n: CHT's maxconn 60000 needs ~120k file descriptors; the rest of its config is as is.
+	cmd := exec.CommandContext(ctx, "/bin/sh", entrypointFile, "-n", "1000", "-f", chtCfg)
+	cmd.Env = append(os.Environ(), append(chtEnv, "PATH="+bin+":"+os.Getenv("PATH"), "COUCHWATCH_HAPROXY_CFG="+cwCfg)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -383,6 +354,7 @@ frontend http-in
 
 	sock := filepath.Join(sockDir, "admin.sock")
 	var reply string
+	var err error
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		reply, err = runtimeCommand(sock, "show servers state couchdb-servers")
@@ -399,7 +371,7 @@ frontend http-in
 		}
 		time.Sleep(20 * time.Millisecond) // polling a condition with a deadline, not synchronising
 	}
-	for _, srv := range []string{"couchdb-1.local", "couchdb-2.local"} {
+	for _, srv := range []string{"couchdb-1.local", "couchdb-2.local", "couchdb-3.local"} {
 		if !strings.Contains(reply, " "+srv+" ") {
 			t.Errorf("show servers state lacks %s:\n%s", srv, reply)
 		}
