@@ -92,8 +92,8 @@ func chtChartDir(t *testing.T, rendered []byte, from, ns string) string {
 }
 
 // startAPIServer starts etcd and kube-apiserver with ServiceAccount admission ENABLED
-// (envtest disables it by default) and prometheus-operator's CRDs.
-func startAPIServer(t *testing.T) (kubernetes.Interface, string) {
+// (envtest disables it by default) and the CRDs in the given directories.
+func startAPIServer(t *testing.T, crds ...string) (kubernetes.Interface, string) {
 	t.Helper()
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
@@ -101,7 +101,7 @@ func startAPIServer(t *testing.T) (kubernetes.Interface, string) {
 	}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: assets,
-		CRDDirectoryPaths:     []string{"testdata/crds"},
+		CRDDirectoryPaths:     crds,
 		ErrorIfCRDPathMissing: true,
 	}
 	var log testenv.LogBuffer
@@ -207,7 +207,7 @@ func TestGuideKubernetesInstallMigrateRollback(t *testing.T) {
 	helm := helmBin(t)
 	kc := kubectl(t)
 	blocks := guideBlocks(t)
-	cs, kubeconfig := startAPIServer(t)
+	cs, kubeconfig := startAPIServer(t, "testdata/crds")
 
 	const ns = "cht-prod"
 	chart := chtChartDir(t, readFile(t, chart5), "cht-prod", ns)
@@ -342,5 +342,33 @@ func TestGuideBlocksUseNoPlaceholders(t *testing.T) {
 	}
 	if len(blocks) == 0 {
 		t.Fatal("no tested blocks")
+	}
+}
+
+// TestNoPrometheusOperator: on a cluster without prometheus-operator's CRDs (Medic's
+// plain-Prometheus observability chart), the default render is refused ("no matches for
+// kind PodMonitor", as helm upgrade reports it) and COUCHWATCH_PROMETHEUS_OPERATOR=false
+// is accepted, for both of CHT's charts.
+func TestNoPrometheusOperator(t *testing.T) {
+	kc := kubectl(t)
+	cs, kubeconfig := startAPIServer(t)
+	for _, ch := range chtCharts(t) {
+		newNamespace(t, cs, ch.namespace)
+		for _, op := range []string{"true", "false"} {
+			out, stderr, err := postRender(t, ch.output, "COUCHWATCH_PROMETHEUS_OPERATOR="+op)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, stderr)
+			}
+			out = []byte(strings.ReplaceAll(string(out), "<subdomain>.dev.medicmobile.org", "site.example.org"))
+			cmd := exec.CommandContext(t.Context(), kc, "--kubeconfig", kubeconfig, "apply", "--dry-run=server", "-f", "-")
+			cmd.Stdin = strings.NewReader(string(out))
+			res, err := cmd.CombinedOutput()
+			switch {
+			case op == "true" && (err == nil || !strings.Contains(string(res), `no matches for kind "PodMonitor"`)):
+				t.Errorf("%s with the operator's objects and no CRDs: err %v\n%s", ch.name, err, res)
+			case op == "false" && err != nil:
+				t.Errorf("%s, COUCHWATCH_PROMETHEUS_OPERATOR=false, no CRDs: %v\n%s", ch.name, err, res)
+			}
+		}
 	}
 }

@@ -200,7 +200,25 @@ func TestServerSideDryRun(t *testing.T) {
 	}
 	run(t, nil, nil, kc, "--kubeconfig", kubeconfig, "create", "namespace", "cht")
 
-	for name, manifest := range map[string][]byte{"runtime": runtimeMode, "agent": agentMode} {
+	manifests := map[string][]byte{"runtime": runtimeMode, "agent": agentMode}
+	// CHT's own charts (5.2.0 and 4x) through the post-renderer, every mode.
+	for _, ch := range chtCharts(t) {
+		run(t, nil, nil, kc, "--kubeconfig", kubeconfig, "create", "namespace", ch.namespace)
+		for _, mode := range []string{"agent", "runtime"} {
+			for _, op := range []string{"true", "false"} {
+				out, stderr, err := postRender(t, ch.output, "COUCHWATCH_MODE="+mode, "COUCHWATCH_PROMETHEUS_OPERATOR="+op)
+				if err != nil {
+					t.Fatalf("%s %s: %v\n%s", ch.name, mode, err, stderr)
+				}
+				// The 4x fixture was rendered with the chart's placeholder Ingress host, which
+				// the API server rightly refuses; a site has its own host there.
+				out = bytes.ReplaceAll(out, []byte("<subdomain>.dev.medicmobile.org"), []byte("site.example.org"))
+				manifests[ch.name+"/"+mode+"/prometheus-operator="+op] = out
+			}
+		}
+	}
+
+	for name, manifest := range manifests {
 		t.Run(name, func(t *testing.T) {
 			out := string(run(t, manifest, nil, kc, "--kubeconfig", kubeconfig, "apply", "--dry-run=server", "-f", "-"))
 			objs := splitYAML(t, manifest)
