@@ -45,7 +45,8 @@ func TestDecideAuthCoupledHang(t *testing.T) {
 
 // The start-up line prints durations as Go duration strings, not nanoseconds.
 func TestStartupLogDurations(t *testing.T) {
-	cfg, err := loadConfig(t.Context(), envOf("COUCHDB_SERVERS", "a", "COUCHWATCH_SLOWSTART", "30s"))
+	cfg, err := loadConfig(t.Context(), envOf("COUCHDB_SERVERS", "a", "COUCHWATCH_SLOWSTART", "30s",
+		"COUCHWATCH_PROBE_INTERVAL", "500ms", "COUCHWATCH_PROBE_TIMEOUT", "500ms")) // set: defaults move
 	if err != nil {
 		t.Fatal(err)
 	}
