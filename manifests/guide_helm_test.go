@@ -330,7 +330,7 @@ func TestGuideKubernetesInstallMigrateRollback(t *testing.T) {
 // to fill in (those belong in the untested block that sets the variables).
 func TestGuideBlocksUseNoPlaceholders(t *testing.T) {
 	blocks := guideBlocks(t)
-	for _, want := range []string{"k8s-install", "k8s-migrate", "k8s-remove", "k8s-rollback", "compose-install", "compose-migrate", "compose-rollback"} {
+	for _, want := range []string{"k8s-install", "k8s-migrate", "k8s-remove", "k8s-rollback", "k8s-legacy-fix", "compose-install", "compose-migrate", "compose-rollback"} {
 		b, ok := blocks[want]
 		if !ok {
 			t.Errorf("%s has no tested block %s", guideFile, want)
@@ -370,5 +370,50 @@ func TestNoPrometheusOperator(t *testing.T) {
 				t.Errorf("%s, COUCHWATCH_PROMETHEUS_OPERATOR=false, no CRDs: %v\n%s", ch.name, err, res)
 			}
 		}
+	}
+}
+
+// TestGuideKubernetesLegacyRollbackFix reproduces the rollback outage with what couchwatch
+// rendered before (serviceAccountName only) and runs the guide's fix for such releases.
+func TestGuideKubernetesLegacyRollbackFix(t *testing.T) {
+	helm := helmBin(t)
+	kc := kubectl(t)
+	blocks := guideBlocks(t)
+	cs, kubeconfig := startAPIServer(t, "testdata/crds")
+	const ns = "cht-prod"
+	chart := chtChartDir(t, readFile(t, chart5), "cht-prod", ns)
+	newNamespace(t, cs, ns)
+	env := []string{
+		"KUBECONFIG=" + kubeconfig,
+		"PATH=" + filepath.Dir(helm) + ":" + filepath.Dir(kc) + ":" + os.Getenv("PATH"),
+		"CHT_RELEASE=cht", "CHT_CHART=" + chart, "CHT_VALUES=" + chart + "/values.yaml", "CHT_NAMESPACE=" + ns,
+		"COUCHWATCH_IMAGE=" + testImage, "COUCHWATCH_MODE=", "COUCHWATCH_NAMESPACE=", "KUSTOMIZE=",
+	}
+	// The earlier post-renderer: the same build without the serviceAccount alias.
+	legacy := filepath.Join(t.TempDir(), "legacy-post-renderer.sh")
+	script, err := filepath.Abs(postRenderer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeTestFile(t, legacy, "#!/bin/sh\nset -e\n"+script+" | sed '/^      serviceAccount: couchwatch$/d'\n")
+	if err := os.Chmod(legacy, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run(t, nil, env, helm, "install", "cht", chart, "-n", ns, "--post-renderer", legacy)
+	if spec := haproxyPodSpec(t, cs, ns); spec.ServiceAccountName != "couchwatch" || spec.DeprecatedServiceAccount != "couchwatch" {
+		t.Fatalf("legacy install: serviceAccountName %q serviceAccount %q", spec.ServiceAccountName, spec.DeprecatedServiceAccount)
+	}
+	runGuide(t, blocks, "k8s-remove", env)
+	if err := haproxyPodAdmitted(t, cs, ns); err == nil {
+		t.Fatal("a legacy release's HAProxy pod was admitted after removal: the test no longer reproduces the outage")
+	} else {
+		t.Logf("as expected, before the fix: %v", err)
+	}
+	runGuide(t, blocks, "k8s-legacy-fix", env)
+	if err := haproxyPodAdmitted(t, cs, ns); err != nil {
+		t.Fatalf("HAProxy pod refused after the guide's fix: %v", err)
+	}
+	if spec := haproxyPodSpec(t, cs, ns); spec.ServiceAccountName != "" || spec.DeprecatedServiceAccount != "" {
+		t.Errorf("after the fix: serviceAccountName %q serviceAccount %q", spec.ServiceAccountName, spec.DeprecatedServiceAccount)
 	}
 }
