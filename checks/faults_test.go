@@ -103,7 +103,7 @@ func TestRunnerOwnTasksAndLimit(t *testing.T) {
 	if s[0].Signals.Tasks["indexer"] != 0 || s[2].Signals.Tasks["indexer"] != 0 {
 		t.Fatalf("peers count node 2's tasks: %v %v", s[0].Signals.Tasks, s[2].Signals.Tasks)
 	}
-	s = e.waitFor(t, "os_process_limit read", func(s []Status) bool { return s[0].Signals.JSLimit == 1000 })
+	e.waitFor(t, "os_process_limit read", func(s []Status) bool { return s[0].Signals.JSLimit == 1000 })
 	if got := e.sample(t, `couchwatch_node_os_process_limit{node="`+n1.Addr()+`"}`); got != 1000 {
 		t.Fatalf("os_process_limit metric %v", got)
 	}
@@ -178,7 +178,7 @@ func TestRunnerAuthCoupledHang(t *testing.T) {
 		t.Fatalf("silent metric %v", got)
 	}
 	shard.Resume()
-	s = e.waitFor(t, "all up, flags cleared", func(s []Status) bool {
+	e.waitFor(t, "all up, flags cleared", func(s []Status) bool {
 		return all(Up)(s) && !s[0].Silent && !s[1].AuthBlocked && !s[2].AuthBlocked
 	})
 	shard.Stop()

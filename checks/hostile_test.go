@@ -102,7 +102,7 @@ func TestRunnerHeaderFloodNode(t *testing.T) {
 		if st.Verdict != Up {
 			t.Errorf("healthy %s: %s (%s), want up", st.Node, st.Verdict, st.Reason)
 		}
-		if time.Since(st.LastProbe) > time.Second {
+		if time.Since(st.LastProbe) > 10*time.Second { // stalled, not slow: loose for busy machines
 			t.Errorf("healthy %s last probed %v ago: probing stalled", st.Node, time.Since(st.LastProbe))
 		}
 	}

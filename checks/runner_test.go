@@ -200,7 +200,7 @@ func TestRunnerHangConfirmedAtOnceOnAFreshConnection(t *testing.T) {
 	n.Hang()
 	start := time.Now()
 	s := e.waitFor(t, "node 1 down", func(s []Status) bool { return s[0].Verdict == Down })
-	if took := time.Since(start); took > 5*time.Second {
+	if took := time.Since(start); took > 30*time.Second { // loose for busy machines; without it: an hour
 		t.Errorf("hang seen after %v: the learnt deadline was not used", took)
 	}
 	if s[0].Reason != ReasonSilent {

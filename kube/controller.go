@@ -194,8 +194,8 @@ func (c *Controller) Run(ctx context.Context) error {
 			return err
 		}
 		le.Run(ctx) // returns when ctx ends or the lease is lost
-		//lint:ignore SA2001 the empty section is the point: it waits for the leader loop to stop writing
 		c.leadMu.Lock()
+		//lint:ignore SA2001 the empty section is the point: it waits for the leader loop to stop writing
 		c.leadMu.Unlock()
 		if ctx.Err() == nil {
 			c.log.Warn("lost the lease: cluster writes stopped, standing by")
