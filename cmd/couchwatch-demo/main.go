@@ -77,6 +77,8 @@ type demo struct {
 	cluster *couchtest.Cluster
 	hap     *haproxytest.Proc
 	cw      *exec.Cmd
+	cwBin   string   // the couchwatch binary, for its status/drain/undrain commands
+	cwEnv   []string // couchwatch's environment, which those commands read too
 	cwDone  chan error
 	logPath string
 	listen  string
@@ -94,7 +96,11 @@ func start(ctx context.Context, stop context.CancelFunc, bin, listen string, rat
 	if err != nil {
 		return nil, err
 	}
-	d := &demo{cluster: cl, listen: listen, byNode: map[string]int64{}, stop: stop}
+	// CHT runs CouchDB with q=12, n=1: the status page then shows which shard ranges a
+	// lost node takes with it.
+	cl.SetConfig("cluster", "n", "1")
+	cl.SetConfig("cluster", "q", "12")
+	d := &demo{cluster: cl, listen: listen, byNode: map[string]int64{}, stop: stop, cwBin: bin}
 	var specs []haproxytest.ServerSpec
 	var servers []string
 	for i, n := range cl.Nodes() {
@@ -114,16 +120,17 @@ func start(ctx context.Context, stop context.CancelFunc, bin, listen string, rat
 		d.close()
 		return nil, err
 	}
-	d.cw = exec.Command(bin)
-	d.cw.Env = append(os.Environ(),
+	d.cwEnv = append(os.Environ(),
 		"COUCHDB_SERVERS="+strings.Join(servers, ","),
 		"COUCHDB_USER="+cl.User(), "COUCHDB_PASSWORD="+cl.Password(),
 		"COUCHWATCH_HAPROXY_SOCKET="+d.hap.Socket(),
 		"COUCHWATCH_LISTEN="+listen, "COUCHWATCH_AGENT_LISTEN=off",
 		"COUCHWATCH_LOG_FORMAT=text", "COUCHWATCH_KUBE=off",
 		"COUCHWATCH_SYSTEM_INTERVAL=1s", "COUCHWATCH_LOAD_SUSTAIN=3s", "COUCHWATCH_LOAD_COOLDOWN=3s",
-		"COUCHWATCH_SLOWSTART=10s",
+		"COUCHWATCH_SLOWSTART=10s", "COUCHWATCH_SHARDS_REFRESH=5s",
 	)
+	d.cw = exec.Command(bin)
+	d.cw.Env = d.cwEnv
 	d.cw.Stdout, d.cw.Stderr = logf, logf
 	if err := d.cw.Start(); err != nil {
 		logf.Close()
@@ -294,6 +301,8 @@ const help = `commands (N is 1, 2 or 3):
   load N LEVEL            saturation 0..1 seen in the node's _system (try 1)
   5xx N | ok N            the node answers 500 / normally
   reload                  reload HAProxy (wipes runtime changes: watch couchwatch repair them)
+  drain N | undrain N     couchwatch drain/undrain: maintenance_mode = nolb through _config, waits for no sessions
+  status                  couchwatch status: the status page in the terminal
   show | help | quit`
 
 func (d *demo) interactive(ctx context.Context) {
@@ -346,6 +355,9 @@ func (d *demo) do(line string) error {
 	if f[0] == "reload" {
 		return d.hap.Reload()
 	}
+	if f[0] == "status" {
+		return d.couchwatch("status", "-events", "12")
+	}
 	if len(f) < 2 {
 		return fmt.Errorf("%q needs a node number", f[0])
 	}
@@ -373,6 +385,8 @@ func (d *demo) do(line string) error {
 		n.SetFault(couchtest.Fault5xx)
 	case "ok":
 		n.SetFault(couchtest.FaultNone)
+	case "drain", "undrain":
+		return d.couchwatch(f[0], n.Addr())
 	case "load":
 		if len(f) < 3 {
 			return errors.New("load N LEVEL")
@@ -403,6 +417,8 @@ func (d *demo) tour(ctx context.Context) error {
 		{"resume node 3", "resume 3", "couchdb-3", isReady},
 		{"node 1 enters CouchDB maintenance_mode=nolb: drained, then maint once idle", "nolb 1", "couchdb-1", func(s haproxytest.Server) bool { return isDrain(s) || isMaint(s) }},
 		{"node 1 back online", "online 1", "couchdb-1", isReady},
+		{"take node 3 out by hand: couchwatch drain (maintenance_mode = nolb, waits for its last session)", "drain 3", "couchdb-3", isMaint},
+		{"couchwatch undrain: back in rotation once it passes its checks", "undrain 3", "couchdb-3", isReady},
 		{"reload HAProxy with node 2 crashed: runtime state is lost, couchwatch repairs it", "stop 2", "couchdb-2", isMaint},
 		{"", "reload", "couchdb-2", isMaint},
 		{"start node 2 again", "start 2", "couchdb-2", isReady},
@@ -421,6 +437,19 @@ func (d *demo) tour(ctx context.Context) error {
 		}
 		fmt.Printf("   seen in HAProxy after %s\n", time.Since(t0).Round(time.Millisecond))
 		d.table(os.Stdout)
+	}
+	fmt.Println("\n== couchwatch status: the status page in the terminal")
+	return d.couchwatch("status", "-events", "12")
+}
+
+// couchwatch runs one of couchwatch's own commands, as an operator would in its
+// container, and prints what it says.
+func (d *demo) couchwatch(args ...string) error {
+	cmd := exec.Command(d.cwBin, args...)
+	cmd.Env = d.cwEnv
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("couchwatch %s: %w", strings.Join(args, " "), err)
 	}
 	return nil
 }

@@ -43,7 +43,7 @@ func TestScriptedTour(t *testing.T) {
 	if err != nil {
 		t.Fatalf("demo tour failed: %v\n%s", err, out)
 	}
-	for _, want := range []string{"crash node 2", "reload HAProxy", "tour done", "MAINT"} {
+	for _, want := range []string{"crash node 2", "reload HAProxy", "tour done", "MAINT", "drained: no sessions left on couchdb-3", "back in rotation", "timeline (newest first", "blast radius"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}

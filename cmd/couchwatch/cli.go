@@ -267,7 +267,27 @@ func (c *cli) drain(ctx context.Context, args []string) int {
 		return 1
 	}
 	if target.Verdict != "drain" {
-		if why := drainRefusal(v, target); why != "" {
+		// HAProxy's state in the status is what it reported at the start of the last
+		// pass: a node made ready a moment ago may not show yet. A refusal must hold
+		// for a few passes.
+		why := drainRefusal(v, target)
+		for i := 0; i < 4 && why != ""; i++ {
+			select {
+			case <-ctx.Done():
+				return 1
+			case <-time.After(c.poll):
+			}
+			if v, err = c.fetchStatus(ctx); err != nil {
+				fmt.Fprintln(c.stderr, "couchwatch drain:", err)
+				return 1
+			}
+			if target, err = findNode(v, target.Node); err != nil {
+				fmt.Fprintln(c.stderr, "couchwatch drain:", err)
+				return 1
+			}
+			why = drainRefusal(v, target)
+		}
+		if why != "" {
 			fmt.Fprintf(c.stderr, "couchwatch drain: refused: %s\n", why)
 			return 1
 		}
