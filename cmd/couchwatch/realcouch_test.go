@@ -216,3 +216,37 @@ func TestSlowStartLogsActionsNotRamps(t *testing.T) {
 		t.Errorf("%d INFO command lines (want the ready, at most 2) and %d debug weight steps (want the ramp)", info, weights)
 	}
 }
+
+// Point 3: under the spiky run_queue of a loaded CouchDB, the loaded server gets a steady
+// low weight and the idle ones keep full weight (weights alone steer here: no load drain).
+// Undamped (COUCHWATCH_LOAD_WINDOW=0s, COUCHWATCH_LOAD_SYSTEM_LATENCY=1m) it moves.
+func TestSpikyLoadSteadyWeightThroughHAProxy(t *testing.T) {
+	s := newStack(t, stackOpts{runtime: true, env: map[string]string{"COUCHWATCH_MAX_LOAD_DRAINS": "0",
+		"COUCHWATCH_WEIGHT_STEP": "100", "COUCHWATCH_LOAD_WINDOW": "5s"}})
+	s.waitAll("weight 100", func(x haproxytest.Server) bool { return ready(x) && x.Weight == 100 })
+	s.node(2).SetLoad(1)
+	t.Cleanup(func() { s.node(2).SetLoad(0) })
+	s.wait("couchdb-2", "minimum weight", func(x haproxytest.Server) bool { return ready(x) && x.Weight == 10 })
+	// 2 s of HAProxy's state, about 20 _system samples (every 100 ms, each drawing a new
+	// run_queue): the weight does not move.
+	changes, last := 0, 10
+	for range 40 {
+		all, err := s.hap.Servers(backend)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range all {
+			switch {
+			case x.Name == "couchdb-2" && x.Weight != last:
+				changes++
+				last = x.Weight
+			case x.Name != "couchdb-2" && (!ready(x) || x.Weight != 100):
+				t.Fatalf("idle %s: %+v", x.Name, x)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if changes > 0 {
+		t.Errorf("the loaded server's weight changed %d times in 2 s of spiky load", changes)
+	}
+}
