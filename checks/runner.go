@@ -123,6 +123,7 @@ type runNode struct {
 	sideBusy atomic.Bool // a side probe is in flight (tasks.go)
 
 	// guarded by Runner.mu
+	kick   context.CancelFunc // ends the wait for the next /_up probe; nil while probing
 	st     nodeState
 	dl     deadline
 	status Status
@@ -239,16 +240,25 @@ func (r *Runner) upLoop(ctx context.Context, rn *runNode) {
 		if fast {
 			next = r.cfg.FastInterval
 		}
-		if !r.cfg.Hold {
-			if !r.wait(ctx, next) {
-				return
-			}
-			continue
+		// Wait for the next probe, unless a peer going down asks for one at once (kick).
+		wctx, kicked := context.WithCancel(ctx)
+		r.mu.Lock()
+		rn.kick = kicked
+		r.mu.Unlock()
+		closed := false
+		if r.cfg.Hold {
+			closed = rn.n.Watch(wctx, next)
+		} else {
+			r.wait(wctx, next)
 		}
-		if !rn.n.Watch(ctx, next) {
-			if ctx.Err() != nil {
-				return
-			}
+		r.mu.Lock()
+		rn.kick = nil
+		r.mu.Unlock()
+		kicked()
+		if ctx.Err() != nil {
+			return
+		}
+		if !closed {
 			continue
 		}
 		// Closed early. A node (or something in between) that closes idle
@@ -458,6 +468,16 @@ func (r *Runner) updateVerdictLocked(rn *runNode, now time.Time) bool {
 		return false
 	}
 	rn.status.Verdict, rn.status.Since = v, now
+	if v == Down {
+		// Is it this node or our own view? Ask every other node now rather than at its
+		// next interval: the main loop acts as soon as each has answered or failed
+		// (cmd/couchwatch loop.go), instead of waiting out the settling window.
+		for _, other := range r.nodes {
+			if other != rn && other.kick != nil {
+				other.kick()
+			}
+		}
+	}
 	rn.m.setVerdict(v)
 	if v == Down && rn.status.LastError != "" {
 		r.log.Info("node verdict changed", "node", rn.n.Name(), "from", old.String(), "to", v.String(), "reason", reason,

@@ -62,9 +62,16 @@ func (l *loopState) settleEnd(t loopTimes) time.Time {
 
 // due reports whether a pass may run now; unsettled is true while nodes are still
 // failing their probes without a verdict yet (the window then stays open, up to quietMax).
-func (l *loopState) due(now time.Time, t loopTimes, unsettled bool) bool {
+//
+// heard is true once every node has been heard from after the last node went down
+// (heardAfterDown): then nothing is left to wait for and the window closes at once.
+func (l *loopState) due(now time.Time, t loopTimes, unsettled, heard bool) bool {
 	end := l.settleEnd(t)
 	if end.IsZero() {
+		return true
+	}
+	if heard && !unsettled {
+		l.settleStart, l.settleLast = time.Time{}, time.Time{}
 		return true
 	}
 	if now.Before(end) {
@@ -132,12 +139,18 @@ func (a *app) loop(ctx context.Context) {
 			}
 		}
 		now := a.clk.Now()
-		if l.due(now, times, unsettled(a.verdicts.Snapshot())) {
+		snap := a.verdicts.Snapshot()
+		heard := !l.settleStart.IsZero() && heardAfterDown(snap, l.settleStart.Add(-times.quiet))
+		if l.due(now, times, unsettled(snap), heard) {
 			a.runPass(ctx, &l, times, now)
 		}
 		wake.Stop()
 		if at := l.nextWake(times); !at.IsZero() {
-			wake.Reset(max(at.Sub(a.clk.Now()), time.Millisecond))
+			d := max(at.Sub(a.clk.Now()), time.Millisecond)
+			if !l.settleStart.IsZero() {
+				d = min(d, settlePoll) // the peers' answers are no verdict change: look again soon
+			}
+			wake.Reset(d)
 		}
 	}
 }
@@ -167,4 +180,33 @@ func unsettled(statuses []checks.Status) bool {
 		}
 	}
 	return false
+}
+
+// settlePoll is how often a settling window looks whether every node has been heard from.
+const settlePoll = 2 * time.Millisecond
+
+// heardAfterDown reports whether a node went down at or after since and every other
+// node has answered a probe since the last one did (checks.Runner asks them at once)
+// without failing: couchwatch's own view works, the failure is that node's, and the
+// settling window has nothing left to wait for. A node failing, or not heard from yet,
+// keeps the window open.
+func heardAfterDown(statuses []checks.Status, since time.Time) bool {
+	var last time.Time
+	for _, st := range statuses {
+		if st.Verdict == checks.Down && st.Since.After(last) {
+			last = st.Since
+		}
+	}
+	if last.IsZero() || last.Before(since) {
+		return false
+	}
+	for _, st := range statuses {
+		if st.Verdict == checks.Down {
+			continue
+		}
+		if st.Failing || st.LastOK.Before(last) {
+			return false
+		}
+	}
+	return true
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/medic/couchwatch/checks"
 	"github.com/medic/couchwatch/haproxy"
 )
 
@@ -18,15 +19,18 @@ func TestLoopSettles(t *testing.T) {
 		changes []int // ms
 		check   int   // ms
 		failing bool
+		heard   bool // every node heard from after the last went down
 		want    bool
 	}{
-		{"no change: due", nil, 0, false, true},
-		{"one change, inside the window", []int{0}, 30, false, false},
-		{"one change, window over", []int{0}, 50, false, true},
-		{"changes keep coming: window extends", []int{0, 40, 80}, 100, false, false},
-		{"never past the maximum", []int{0, 40, 80, 120, 160, 200, 240, 280, 320, 360, 400, 440, 480}, 500, false, true},
-		{"a node still failing keeps it open", []int{0}, 60, true, false},
-		{"but not past the maximum", []int{0}, 500, true, true},
+		{"no change: due", nil, 0, false, false, true},
+		{"one change, inside the window", []int{0}, 30, false, false, false},
+		{"one change, window over", []int{0}, 50, false, false, true},
+		{"changes keep coming: window extends", []int{0, 40, 80}, 100, false, false, false},
+		{"never past the maximum", []int{0, 40, 80, 120, 160, 200, 240, 280, 320, 360, 400, 440, 480}, 500, false, false, true},
+		{"a node still failing keeps it open", []int{0}, 60, true, false, false},
+		{"every node heard from: closes at once", []int{0}, 2, false, true, true},
+		{"heard from, but one still failing: open", []int{0}, 2, true, true, false},
+		{"but not past the maximum", []int{0}, 500, true, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -34,10 +38,38 @@ func TestLoopSettles(t *testing.T) {
 			for _, c := range tt.changes {
 				l.changed(ms(c))
 			}
-			if got := l.due(ms(tt.check), lt, tt.failing); got != tt.want {
+			if got := l.due(ms(tt.check), lt, tt.failing, tt.heard); got != tt.want {
 				t.Fatalf("due = %v, want %v (window ends %v)", got, tt.want, l.settleEnd(lt).Sub(t0))
 			}
 		})
+	}
+}
+
+func TestHeardAfterDown(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
+	down := func(n string, since int) checks.Status {
+		return checks.Status{Node: n, Verdict: checks.Down, Since: ms(since)}
+	}
+	up := func(n string, lastOK int, failing bool) checks.Status {
+		return checks.Status{Node: n, Verdict: checks.Up, LastOK: ms(lastOK), Failing: failing}
+	}
+	for _, tc := range []struct {
+		name     string
+		statuses []checks.Status
+		want     bool
+	}{
+		{"the others answered after the crash", []checks.Status{up("a", 12, false), down("b", 10), up("c", 11, false)}, true},
+		{"one not heard from since", []checks.Status{up("a", 12, false), down("b", 10), up("c", 5, false)}, false},
+		{"one failing too", []checks.Status{up("a", 12, false), down("b", 10), up("c", 11, true)}, false},
+		{"every node down", []checks.Status{down("a", 10), down("b", 11), down("c", 12)}, true},
+		{"a later down node sets the bar", []checks.Status{up("a", 12, false), down("b", 10), down("c", 13)}, false},
+		{"no new down node: nothing heard of", []checks.Status{up("a", 12, false), down("b", -100), up("c", 11, false)}, false},
+		{"no down node at all", []checks.Status{up("a", 12, false), up("c", 11, false)}, false},
+	} {
+		if got := heardAfterDown(tc.statuses, ms(0)); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
 
