@@ -79,6 +79,7 @@ type Status struct {
 	LastError   string
 	LastProbe   time.Time // last /_up probe, answered or not
 	LastOK      time.Time // last /_up probe the node answered (ok or maintenance)
+	LastOKSent  time.Time // when that probe was sent (LastOK is when its answer was read)
 	LatencyEWMA time.Duration
 	Deadline    time.Duration // the node's learnt /_up deadline
 	Score       float64       // smoothed load score; valid if ScoreKnown
@@ -294,10 +295,11 @@ func (r *Runner) probeUp(ctx context.Context, rn *runNode) (fast, ok bool) {
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel() // probes still in flight once the outcome is known
 	type result struct {
-		i   int
-		up  couch.Up
-		d   time.Duration
-		err error
+		i     int
+		up    couch.Up
+		start time.Time
+		d     time.Duration
+		err   error
 	}
 	results := make(chan result, fall) // one send per probe: never blocks
 	launch := func(i int) {
@@ -310,7 +312,7 @@ func (r *Runner) probeUp(ctx context.Context, rn *runNode) (fast, ok bool) {
 			defer ccancel()
 			start := r.clk.Now()
 			obs, err := check(cctx, rn.n)
-			res := result{i: i, d: r.clk.Since(start), err: err}
+			res := result{i: i, start: start, d: r.clk.Since(start), err: err}
 			if obs.Up != nil {
 				res.up = *obs.Up
 			}
@@ -371,6 +373,9 @@ func (r *Runner) probeUp(ctx context.Context, rn *runNode) (fast, ok bool) {
 			}
 			rn.m.observe(ProbeUp, res.d)
 			if res.err == nil {
+				r.mu.Lock()
+				rn.status.LastOKSent = res.start
+				r.mu.Unlock()
 				return r.recordUp(rn, res.up, res.d, nil, KnockNone), true
 			}
 			if failed[res.i] {

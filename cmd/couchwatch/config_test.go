@@ -78,7 +78,7 @@ func TestConfigDefaults(t *testing.T) {
 		{"listen", c.Listen, ":9155"},
 		{"probe interval", c.Checks.Interval, 250 * time.Millisecond},
 		{"probe timeout cap", c.Checks.Timeout, time.Second},
-		{"probe timeout floor", c.Checks.TimeoutMin, 50 * time.Millisecond},
+		{"probe timeout floor", c.Checks.TimeoutMin, 75 * time.Millisecond},
 		{"rise", c.Checks.Rise, 2},
 		{"fall", c.Checks.Fall, 2},
 		{"on node loss", c.OnNodeLoss, "serve"},

@@ -186,7 +186,7 @@ func unsettled(statuses []checks.Status) bool {
 const settlePoll = 2 * time.Millisecond
 
 // heardAfterDown reports whether a node went down at or after since and every other
-// node has answered a probe since the last one did (checks.Runner asks them at once)
+// node has answered a probe sent since the last one did (checks.Runner asks them at once)
 // without failing: couchwatch's own view works, the failure is that node's, and the
 // settling window has nothing left to wait for. A node failing, or not heard from yet,
 // keeps the window open.
@@ -204,7 +204,8 @@ func heardAfterDown(statuses []checks.Status, since time.Time) bool {
 		if st.Verdict == checks.Down {
 			continue
 		}
-		if st.Failing || st.LastOK.Before(last) {
+		if st.Failing || st.LastOKSent.Before(last) { // a probe sent after it, not only read after
+
 			return false
 		}
 	}

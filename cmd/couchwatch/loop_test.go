@@ -52,7 +52,7 @@ func TestHeardAfterDown(t *testing.T) {
 		return checks.Status{Node: n, Verdict: checks.Down, Since: ms(since)}
 	}
 	up := func(n string, lastOK int, failing bool) checks.Status {
-		return checks.Status{Node: n, Verdict: checks.Up, LastOK: ms(lastOK), Failing: failing}
+		return checks.Status{Node: n, Verdict: checks.Up, LastOK: ms(lastOK + 1), LastOKSent: ms(lastOK), Failing: failing}
 	}
 	for _, tc := range []struct {
 		name     string
@@ -61,6 +61,7 @@ func TestHeardAfterDown(t *testing.T) {
 	}{
 		{"the others answered after the crash", []checks.Status{up("a", 12, false), down("b", 10), up("c", 11, false)}, true},
 		{"one not heard from since", []checks.Status{up("a", 12, false), down("b", 10), up("c", 5, false)}, false},
+		{"an answer read after, but to a probe sent before", []checks.Status{up("a", 12, false), down("b", 10), up("c", 9, false)}, false},
 		{"one failing too", []checks.Status{up("a", 12, false), down("b", 10), up("c", 11, true)}, false},
 		{"every node down", []checks.Status{down("a", 10), down("b", 11), down("c", 12)}, true},
 		{"a later down node sets the bar", []checks.Status{up("a", 12, false), down("b", 10), down("c", 13)}, false},

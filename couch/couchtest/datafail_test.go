@@ -27,3 +27,21 @@ func TestDataFailures(t *testing.T) {
 		t.Fatalf("after SetDataFailures(0): %d", r.status)
 	}
 }
+
+// StopAll stops every node: each refuses connections afterwards and can start again.
+func TestStopAll(t *testing.T) {
+	c := NewClusterT(t, 3, Options{})
+	c.Nodes()[1].Stop() // already stopped: left alone
+	c.StopAll()
+	for i, n := range c.Nodes() {
+		if n.Running() {
+			t.Fatalf("node %d still running", i+1)
+		}
+		if err := n.Start(); err != nil {
+			t.Fatalf("node %d restart: %v", i+1, err)
+		}
+		if r := do(t, "GET", n.URL()+"/_up", basic); r.status != 200 {
+			t.Fatalf("node %d after restart: %d", i+1, r.status)
+		}
+	}
+}
