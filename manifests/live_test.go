@@ -115,11 +115,12 @@ func TestLiveMetricsCoverRulesAndDashboard(t *testing.T) {
 	deadline = time.Now().Add(20 * time.Second)
 	for {
 		body = scrape(t, client, "http://"+listen+"/metrics")
-		if bytes.Contains(body, []byte("couchwatch_haproxy_drains_total{")) {
+		// The shard maps are read once a node answers: their gauges appear then.
+		if bytes.Contains(body, []byte("couchwatch_haproxy_drains_total{")) && bytes.Contains(body, []byte("couchwatch_shard_ranges_unavailable{")) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("no drain counted 20s after node 3 went into maintenance")
+			t.Errorf("no drain counted or no shard map read 20s after node 3 went into maintenance")
 			break
 		}
 		time.Sleep(100 * time.Millisecond) // polling a condition with a deadline

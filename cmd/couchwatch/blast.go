@@ -107,9 +107,11 @@ func newShardWatcher(cfg ShardsConfig, timeout time.Duration, nodes []*couch.Nod
 	return w
 }
 
-// run reads the shard maps at start, when membership changes and every Refresh.
+// run reads the shard maps at start (retrying every second until a node answers),
+// when membership changes and every Refresh.
 func (w *shardWatcher) run(ctx context.Context) {
-	t := time.NewTicker(min(shardsCheck, w.cfg.Refresh))
+	every := min(shardsCheck, w.cfg.Refresh)
+	t := time.NewTicker(min(every, time.Second))
 	defer t.Stop()
 	var readAt time.Time
 	for {
@@ -123,6 +125,9 @@ func (w *shardWatcher) run(ctx context.Context) {
 					w.readFails.Inc()
 					w.log.Warn("shard maps not read: the blast radius keeps the last maps", "node", n.Name(), "err", err)
 				} else {
+					if readAt.IsZero() {
+						t.Reset(every)
+					}
 					readAt = time.Now()
 				}
 			}
