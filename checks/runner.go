@@ -2,7 +2,6 @@ package checks
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -279,20 +278,23 @@ func (r *Runner) upLoop(ctx context.Context, rn *runNode) {
 // probeUp asks /_up until the node answers or has failed Fall probes in a row, without
 // waiting for the next interval between them. The first probe goes on the held
 // connection; each later one, the second opinion, on a new connection, sent as soon as
-// the one before failed: at once after an error (a reset, then a refused connect: two
-// failures within a millisecond), or once it has been silent for the node's learnt
-// deadline. A silent probe is not abandoned: an answer from any probe still in flight
-// counts, so a node that is merely slower than its deadline is not failed, and every
-// probe has until Fall deadlines after the first was sent. The first silence also sends
-// the unauthenticated knock (tasks.go), within the same deadline and beside the second
-// opinion; timeouts are recorded with its answer. It reports whether the node is in
-// transition (probe again at the fast interval) and false for ok when ctx ended.
+// the one before failed (a reset, then a refused connect: two failures within a
+// millisecond) or has been silent for half the node's learnt deadline D. No probe is
+// abandoned: every one has until the last has had its full D, and an answer from any of
+// them counts, so a node merely slower than its deadline is not failed; a silent node is
+// down (Fall 2) 1.5 D after the first probe was sent, the first probe having waited 1.5 D
+// and the second D. The first silence also sends the unauthenticated knock (tasks.go)
+// beside the second opinion; timeouts are recorded with its answer. It reports whether
+// the node is in transition (probe again at the fast interval) and false for ok when ctx
+// ended.
 func (r *Runner) probeUp(ctx context.Context, rn *runNode) (fast, ok bool) {
 	r.mu.Lock()
 	dl := rn.dl.get(r.cfg.TimeoutMin, r.cfg.Timeout)
 	r.mu.Unlock()
 	fall := max(r.cfg.Fall, 1)
-	pctx, cancel := context.WithCancel(ctx)
+	early := dl / 2                                         // silence that sends the next opinion
+	end := time.Now().Add(time.Duration(fall-1)*early + dl) // when every probe has had its due
+	pctx, cancel := context.WithDeadline(ctx, end)
 	defer cancel() // probes still in flight once the outcome is known
 	type result struct {
 		i     int
@@ -308,10 +310,8 @@ func (r *Runner) probeUp(ctx context.Context, rn *runNode) (fast, ok bool) {
 			check = CheckUpFresh
 		}
 		go func() {
-			cctx, ccancel := context.WithTimeout(pctx, time.Duration(fall-i)*dl)
-			defer ccancel()
 			start := r.clk.Now()
-			obs, err := check(cctx, rn.n)
+			obs, err := check(pctx, rn.n)
 			res := result{i: i, start: start, d: r.clk.Since(start), err: err}
 			if obs.Up != nil {
 				res.up = *obs.Up
@@ -319,14 +319,26 @@ func (r *Runner) probeUp(ctx context.Context, rn *runNode) (fast, ok bool) {
 			results <- res
 		}()
 	}
-	var knocked chan Knock // nil until the first timeout
+	var knocked chan Knock // nil until the first silence or timeout
 	knock := KnockNone     // its answer, once known
 	var pending []error    // timeouts waiting for the knock's answer
-	failed := make([]bool, fall)
-	current := 0 // the newest probe
+	startKnock := func() {
+		if knocked == nil {
+			knocked = make(chan Knock, 1)
+			go func() { knocked <- r.knock(pctx, rn, time.Until(end)) }()
+		}
+	}
+	launched, returned := 1, 0
 	launch(0)
-	timer := r.clk.NewTimer(dl)
+	timer := r.clk.NewTimer(early)
 	defer timer.Stop()
+	next := func() {
+		if launched < fall {
+			launch(launched)
+			launched++
+			timer.Reset(early)
+		}
+	}
 	down := func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -335,33 +347,6 @@ func (r *Runner) probeUp(ctx context.Context, rn *runNode) (fast, ok bool) {
 	record := func(err error, k Knock) {
 		rn.m.fail(ProbeUp, couch.Classify(err))
 		fast = r.recordUp(rn, couch.Up{}, 0, err, k)
-	}
-	// fail records a failure of probe i (a timeout waits for the knock) and sends the
-	// next probe. It reports whether the outcome is known: down, or every probe failed
-	// and recorded.
-	fail := func(i int, err error) bool {
-		failed[i] = true
-		if couch.Classify(err) != couch.ReasonTimeout {
-			record(err, KnockNone)
-		} else if knock != KnockNone {
-			record(err, knock)
-		} else {
-			pending = append(pending, err)
-			if knocked == nil {
-				knocked = make(chan Knock, 1)
-				go func() { knocked <- r.knock(pctx, rn, dl) }()
-			}
-		}
-		if down() {
-			return true
-		}
-		if current+1 >= fall {
-			return len(pending) == 0
-		}
-		current++
-		launch(current)
-		timer.Reset(dl)
-		return false
 	}
 	for {
 		select {
@@ -378,11 +363,21 @@ func (r *Runner) probeUp(ctx context.Context, rn *runNode) (fast, ok bool) {
 				r.mu.Unlock()
 				return r.recordUp(rn, res.up, res.d, nil, KnockNone), true
 			}
-			if failed[res.i] {
-				continue // its silence was counted: the newer probe is still asked
+			returned++
+			switch {
+			case couch.Classify(res.err) != couch.ReasonTimeout:
+				record(res.err, KnockNone)
+			case knock != KnockNone:
+				record(res.err, knock)
+			default:
+				pending = append(pending, res.err)
+				startKnock()
 			}
-			if fail(res.i, res.err) {
+			if down() || returned == fall && len(pending) == 0 {
 				return fast, true
+			}
+			if res.i == launched-1 {
+				next() // the newest failed: the next opinion at once
 			}
 		case k := <-knocked:
 			if ctx.Err() != nil {
@@ -393,16 +388,13 @@ func (r *Runner) probeUp(ctx context.Context, rn *runNode) (fast, ok bool) {
 				record(err, k)
 			}
 			pending = nil
-			if down() || failed[fall-1] {
+			if down() || returned == fall {
 				return fast, true
 			}
 		case <-timer.C():
-			if !failed[current] {
-				silent := &couch.Error{Op: "up", Node: rn.n.Name(), Reason: couch.ReasonTimeout,
-					Err: fmt.Errorf("no answer within the learnt deadline %v: %w", dl, context.DeadlineExceeded)}
-				if fail(current, silent) {
-					return fast, true
-				}
+			if launched < fall {
+				startKnock() // silent so far: its answer is ready when the probes end
+				next()
 			}
 		}
 	}
