@@ -67,9 +67,11 @@ type Status struct {
 	Reason   string
 	Since    time.Time // verdict since
 	Verified bool      // just passed its checks (see nodeState.verified)
-	// Failing: the last probe failed but not yet Fall in a row (not Down yet). The main
-	// loop waits for such nodes to settle before acting on another node's failure.
-	Failing bool
+	// Failing: the last probe failed but not yet Fall in a row (not Down yet). Rising:
+	// the last probe answered but not yet Rise in a row (not Up yet). The main loop
+	// waits for such nodes before acting on another node's change: correlated changes
+	// get one decision.
+	Failing, Rising bool
 
 	UpStatus couch.UpStatus // last /_up status answered, "" if none
 	// LastError is the full error of the last failed /_up probe, "" once one succeeds.
@@ -166,6 +168,7 @@ func (r *Runner) Snapshot() []Status {
 		s := rn.status
 		s.Verified = rn.st.verified(now, r.maxProbeAge())
 		s.Failing = rn.st.failRun > 0 && rn.st.base != Down
+		s.Rising = rn.st.okRun > 0 && rn.st.base != Up
 		s.MissingFrom = slices.Clone(s.MissingFrom)
 		out[i] = s
 	}

@@ -172,10 +172,11 @@ func (a *app) runPass(ctx context.Context, l *loopState, times loopTimes, now ti
 	}
 }
 
-// unsettled reports whether some node is failing its probes without a verdict yet.
+// unsettled reports whether some node's probes disagree with its verdict (mid-fall or
+// mid-rise).
 func unsettled(statuses []checks.Status) bool {
 	for _, st := range statuses {
-		if st.Failing {
+		if st.Failing || st.Rising {
 			return true
 		}
 	}

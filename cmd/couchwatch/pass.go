@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -46,8 +47,10 @@ func (a *app) pass(ctx context.Context, useRuntime bool) error {
 			ps.dec, ps.pstate = decide(a.policyConfig(), a.cfg.HAProxy.Backend, ps.statuses, ps.servers, &obs, prev.pstate, now)
 			return ps.dec.Desired
 		})
-		if err != nil {
-			herr = err
+		herr = err
+		if err != nil && !errors.Is(err, haproxy.ErrCommandsFailed) {
+			// Not read, or not answered: keep what we knew. (Refused commands are
+			// not this: HAProxy answered, and each refusal is logged and counted.)
 			ps.haproxyErr = err
 			ps.servers, ps.unmapped, ps.unwatched, ps.dec, ps.effective = prev.servers, prev.unmapped, prev.unwatched, prev.dec, prev.effective
 			ps.skips = prev.skips

@@ -2,6 +2,7 @@ package haproxytest
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"path/filepath"
@@ -19,11 +20,21 @@ import (
 func (p *Proc) RefusingSocket(t testing.TB, refuse func(i int, cmd string) bool) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "refusing.sock")
-	ln, err := net.Listen("unix", path)
+	ln, err := p.Refusing(path, refuse)
 	if err != nil {
-		t.Fatalf("haproxytest: refusing socket: %v", err)
+		t.Fatalf("haproxytest: %v", err)
 	}
 	t.Cleanup(func() { ln.Close() })
+	return path
+}
+
+// Refusing is RefusingSocket for code without a testing.TB: it listens on path until
+// the returned listener is closed.
+func (p *Proc) Refusing(path string, refuse func(i int, cmd string) bool) (net.Listener, error) {
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("refusing socket: %w", err)
+	}
 	var mu sync.Mutex
 	n := 0
 	rewrite := func(line string) string {
@@ -56,7 +67,7 @@ func (p *Proc) RefusingSocket(t testing.TB, refuse func(i int, cmd string) bool)
 			go p.relay(c, rewrite)
 		}
 	}()
-	return path
+	return ln, nil
 }
 
 // relay forwards one request line, rewritten, to HAProxy's socket and the reply back.
