@@ -86,8 +86,10 @@ func TestWebConfigTLSBasicAuth(t *testing.T) {
 	const user, password = "watchdog", "w4tchd0g-7c1e"
 	path, pool := webConfig(t, user, password)
 	s := newStack(t, stackOpts{env: map[string]string{"COUCHWATCH_WEB_CONFIG_FILE": path}})
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	get := func(path, u, p string) (int, string) {
+	// exporter-toolkit checks an unknown user against a cost-10 bcrypt hash, one at a
+	// time: generous on a busy machine under -race.
+	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	get := func(t *testing.T, path, u, p string) (int, string) {
 		t.Helper()
 		req, err := http.NewRequest("GET", "https://"+s.http+path, nil)
 		if err != nil {
@@ -118,7 +120,7 @@ func TestWebConfigTLSBasicAuth(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			code, body := get(tc.path, tc.user, tc.password)
+			code, body := get(t, tc.path, tc.user, tc.password)
 			if code != tc.code || !strings.Contains(body, tc.body) {
 				t.Fatalf("GET %s = %d %.200q, want %d with %q", tc.path, code, body, tc.code, tc.body)
 			}
@@ -139,7 +141,7 @@ func TestWebConfigTLSBasicAuth(t *testing.T) {
 		}
 	})
 	t.Run("an untrusted client sees a certificate error", func(t *testing.T) {
-		_, err := (&http.Client{Timeout: 5 * time.Second}).Get("https://" + s.http + "/metrics")
+		_, err := (&http.Client{Timeout: time.Minute}).Get("https://" + s.http + "/metrics")
 		var uerr x509.UnknownAuthorityError
 		if err == nil || !strings.Contains(err.Error(), "certificate") || !errors.As(err, &uerr) {
 			t.Fatalf("GET without the CA: %v, want an unknown-authority error", err)
