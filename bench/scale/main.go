@@ -154,7 +154,10 @@ func run(ctx context.Context, cfg config, out, progress io.Writer) ([]row, error
 		fmt.Fprintf(progress, "%d nodes: measuring over %s ...\n", n, cfg.Window)
 		r, err := measure(ctx, cfg, bin, n)
 		if err != nil {
-			return nil, fmt.Errorf("%d nodes: %w", n, err)
+			if len(rows) > 0 {
+				write(out, cfg, started, rows) // what was measured before the failure
+			}
+			return rows, fmt.Errorf("%d nodes: %w", n, err)
 		}
 		fmt.Fprintf(progress, "%d nodes: CPU %.2f%%, RSS %.1f MiB, pass mean %s, %d stopped -> all out after %s\n",
 			n, r.Usage.CPUPercent, r.Usage.RSSMiB, secs(r.PassMean), r.Stopped, benchkit.Ms(r.AllOut))
