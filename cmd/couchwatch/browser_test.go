@@ -128,6 +128,16 @@ func TestStatusPageInBrowser(t *testing.T) {
 	})
 
 	t.Run("load drain", func(t *testing.T) {
+		// Every node back and settled first: a load drain never goes below the
+		// capacity floor, and a node that just flapped is held out for a while.
+		s.waitStatus("every node serving", func(v statusView) bool {
+			for _, n := range v.Nodes {
+				if !serving(n) || n.Rule != "" {
+					return false
+				}
+			}
+			return true
+		})
 		s.node(1).SetLoad(1)
 		s.wait("couchdb-1", "drain", drain)
 		s.waitStatus("load drain shown", func(v statusView) bool { return nodeOf(v, "couchdb-1").HAProxy.Admin == "drain" })

@@ -85,6 +85,14 @@ func skipRule(reason string) string {
 		return "rule 1: never the last ready server (COUCHWATCH_MIN_READY)"
 	case haproxy.SkipNotVerified:
 		return "rule 3: ready only after passing its checks"
+	case haproxy.SkipReadyRefused:
+		return "rule 1: a ready before it was refused, so this take-out would leave no ready server"
+	case haproxy.SkipBudget:
+		return "rule 2: load-drain budget used up (COUCHWATCH_MAX_LOAD_DRAINS): stays ready at minimum weight"
+	case haproxy.SkipCapacity:
+		return "rule 2: load drains never go below the capacity floor (half the servers, rounded up): stays ready at minimum weight"
+	case haproxy.SkipFlapping:
+		return "rule 3: flapping: held out until it stays up"
 	case haproxy.SkipNoSuchServer:
 		return "the server is not in HAProxy's backend"
 	}
