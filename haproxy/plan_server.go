@@ -44,20 +44,26 @@ func (p *planner) place(cmds []Command, s Server, w Want, before, after bool, mk
 		p.serving++
 	}
 	shutdown := mk(OpShutdown, fmt.Sprintf("shutdown sessions server %s/%s", p.backend, s.Name))
-	shutdown.TakeOut = true
-	if !before || after {
-		for i := range cmds {
-			cmds[i].Adds = !before && after
-		}
-		if !before && after {
-			p.serving++
-		}
-		p.first = append(p.first, cmds...)
-		if w.EndSessions && !after && s.Admin == StateMaint && s.CurConns > 0 {
-			p.first = append(p.first, shutdown) // out already, sessions left: end them
-		}
+	if before && !after {
+		p.placeTakeOut(cmds, w, shutdown)
 		return
 	}
+	if !before && after {
+		p.serving++
+		for i := range cmds {
+			cmds[i].Adds = true
+		}
+	}
+	p.first = append(p.first, cmds...)
+	if w.EndSessions && !after && s.Admin == StateMaint && s.CurConns > 0 {
+		p.first = append(p.first, shutdown) // out already, sessions left: end them
+	}
+}
+
+// placeTakeOut makes a take-out group of the commands that stop a serving server
+// serving (the state command first, else weight 0, then the shutdown); the others
+// stay in the first phase.
+func (p *planner) placeTakeOut(cmds []Command, w Want, shutdown Command) {
 	var group []Command
 	for _, c := range cmds {
 		if c.Op == OpState || (c.Op == OpWeight && c.Weight == 0) {
@@ -70,12 +76,12 @@ func (p *planner) place(cmds []Command, s Server, w Want, before, after bool, mk
 	if len(group) == 0 {
 		return // cannot happen: something in cmds stops it serving
 	}
-	if w.EndSessions && w.State == StateMaint {
-		group = append(group, shutdown)
-	}
-	// The flip first: the state command, else weight 0.
-	if group[0].Op != OpState && len(group) > 1 && group[1].Op == OpState {
+	if len(group) > 1 && group[1].Op == OpState {
 		group[0], group[1] = group[1], group[0]
+	}
+	if w.EndSessions && w.State == StateMaint {
+		shutdown.TakeOut = true
+		group = append(group, shutdown)
 	}
 	p.takeOuts = append(p.takeOuts, group)
 }
