@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -38,6 +40,12 @@ type cli struct {
 	stdout, stderr io.Writer
 	addr           string        // couchwatch's HTTP address
 	poll           time.Duration // how often drain and undrain re-read the status
+
+	// With COUCHWATCH_WEB_CONFIG_FILE (TLS, basic auth) the status is read over https
+	// and/or with a user; the password comes from COUCHWATCH_CLI_PASSWORD (the config
+	// holds only its bcrypt hash).
+	https, insecure bool
+	caFile, user    string
 }
 
 // runCommand runs one of commands; args[0] is its name.
@@ -61,6 +69,10 @@ func (c *cli) flags(name, usage string, args []string, extra func(*flag.FlagSet)
 	fs := flag.NewFlagSet("couchwatch "+name, flag.ContinueOnError)
 	fs.SetOutput(c.stderr)
 	fs.StringVar(&c.addr, "addr", listen, "couchwatch's HTTP address (default from COUCHWATCH_LISTEN)")
+	fs.BoolVar(&c.https, "https", false, "couchwatch serves TLS (tls_server_config in COUCHWATCH_WEB_CONFIG_FILE)")
+	fs.StringVar(&c.caFile, "ca-file", "", "CA certificate to verify couchwatch's TLS certificate with (with -https)")
+	fs.BoolVar(&c.insecure, "insecure-skip-verify", false, "do not verify couchwatch's TLS certificate (with -https)")
+	fs.StringVar(&c.user, "user", "", "basic auth user (basic_auth_users); the password is read from COUCHWATCH_CLI_PASSWORD")
 	if extra != nil {
 		extra(fs)
 	}
@@ -79,15 +91,37 @@ func (c *cli) fetchStatus(ctx context.Context) (statusView, error) {
 	var v statusView
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.addr+"/status.json", nil)
+	scheme, client := "http", http.DefaultClient
+	if c.https {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.insecure} // #nosec G402: only on request, for a self-signed local certificate
+		if c.caFile != "" {
+			pem, err := os.ReadFile(c.caFile)
+			if err != nil {
+				return v, fmt.Errorf("-ca-file: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return v, fmt.Errorf("-ca-file %s: no PEM certificate", c.caFile)
+			}
+		}
+		scheme, client = "https", &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+c.addr+"/status.json", nil)
 	if err != nil {
 		return v, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	if c.user != "" {
+		pw, _ := c.env.Lookup("COUCHWATCH_CLI_PASSWORD")
+		req.SetBasicAuth(c.user, pw)
+	}
+	resp, err := client.Do(req)
 	if err != nil {
-		return v, fmt.Errorf("couchwatch at %s does not answer (is it running? -addr or COUCHWATCH_LISTEN): %w", c.addr, err)
+		return v, fmt.Errorf("couchwatch at %s does not answer (is it running? -addr or COUCHWATCH_LISTEN; -https if it serves TLS): %w", c.addr, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized {
+		return v, fmt.Errorf("couchwatch at %s wants basic auth (COUCHWATCH_WEB_CONFIG_FILE): -user NAME and COUCHWATCH_CLI_PASSWORD", c.addr)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return v, fmt.Errorf("couchwatch at %s: /status.json answered %s", c.addr, resp.Status)
 	}

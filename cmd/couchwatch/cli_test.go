@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -151,5 +152,29 @@ func TestDrainRefusal(t *testing.T) {
 				t.Errorf("refusal %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// couchwatch status against a couchwatch serving TLS with basic auth
+// (COUCHWATCH_WEB_CONFIG_FILE): -https, -ca-file, -user and COUCHWATCH_CLI_PASSWORD.
+func TestStatusCommandTLSBasicAuth(t *testing.T) {
+	const user, password = "operator", "op-93be1"
+	path, _ := webConfig(t, user, password)
+	ca := filepath.Join(filepath.Dir(path), "tls.crt") // the self-signed certificate
+	s := newStack(t, stackOpts{env: map[string]string{"COUCHWATCH_WEB_CONFIG_FILE": path}})
+	cmd := func(args ...string) (int, string, string) {
+		env := envOf("COUCHWATCH_LISTEN", s.http, "COUCHWATCH_CLI_PASSWORD", password)
+		var out, errb bytes.Buffer
+		code := run(context.Background(), args, env, &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	if code, out, errs := cmd("status", "-https", "-ca-file", ca, "-user", user); code != 0 || !strings.Contains(out, "mode agent") {
+		t.Errorf("status over TLS with the user = %d\n%s\n%s", code, out, errs)
+	}
+	if code, _, errs := cmd("status", "-https", "-ca-file", ca); code != 1 || !strings.Contains(errs, "wants basic auth") {
+		t.Errorf("status without the user = %d %q, want the basic-auth hint", code, errs)
+	}
+	if code, _, errs := cmd("status", "-https", "-user", user); code != 1 || !strings.Contains(errs, "certificate") {
+		t.Errorf("status with an unverified certificate = %d %q, want a certificate error", code, errs)
 	}
 }
