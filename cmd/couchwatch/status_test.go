@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -317,4 +319,29 @@ func TestCouchDBMetricsReexported(t *testing.T) {
 		t.Errorf("the hung node's last good scrape is gone: %v", got)
 	}
 	s.node(1).Resume()
+}
+
+// The Kubernetes flagger's log records (Info and up) reach the timeline with the
+// CouchDB node in Node and the Kubernetes node in the text; the log itself is unchanged.
+func TestTeeRecordsKubernetesActions(t *testing.T) {
+	var buf bytes.Buffer
+	tl := newTimeline(10)
+	log := tl.tee(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn})), evKube)
+	l := log.With("node", "worker-2", "server", "couchdb-2.local", "reason", "saturated")
+	l.Info("flag node")
+	log.Debug("noise")
+	log.Warn("not flagging: budget exhausted", "reason", "at most 1 node flagged")
+	ev, _ := tl.events()
+	if len(ev) != 2 {
+		t.Fatalf("events %+v, want 2 (Debug is not a decision)", ev)
+	}
+	if e := ev[1]; e.Kind != evKube || e.Node != "couchdb-2.local" || e.Text != "flag node (kubernetes node worker-2)" || e.Reason != "saturated" {
+		t.Errorf("flag event %+v", e)
+	}
+	if e := ev[0]; e.Text != "not flagging: budget exhausted" || e.Reason != "at most 1 node flagged" {
+		t.Errorf("refusal event %+v", e)
+	}
+	if strings.Contains(buf.String(), "flag node") || !strings.Contains(buf.String(), "budget exhausted") {
+		t.Errorf("the log's own level is not kept: %s", buf.String())
+	}
 }
