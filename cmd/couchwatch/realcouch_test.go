@@ -52,7 +52,7 @@ func TestStartupLogDurations(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	slog.New(slog.NewJSONHandler(&buf, nil)).Info("couchwatch starting", "config", cfg)
-	for _, want := range []string{`"probe_interval":"250ms"`, `"probe_timeout":"1s"`, `"slowstart":"30s"`, `"reconcile_interval":"1s"`} {
+	for _, want := range []string{`"probe_interval":"500ms"`, `"probe_timeout":"500ms"`, `"slowstart":"30s"`, `"reconcile_interval":"1s"`} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("start-up line %s: no %s", buf.String(), want)
 		}
