@@ -538,7 +538,8 @@ func TestAgentPerServer(t *testing.T) {
 	s.node(2).SetFault(couchtest.Fault5xx)
 	s.wait("couchdb-2", "down (agent)", func(x haproxytest.Server) bool { return x.Status == "DOWN (agent)" })
 	for _, n := range []string{"couchdb-1", "couchdb-3"} {
-		if x := s.wait(n, "read", func(haproxytest.Server) bool { return true }); x.Status != "UP" {
+		// "UP 1/3" is HAProxy's own TCP check missing once on a busy machine: still up.
+		if x := s.wait(n, "read", func(haproxytest.Server) bool { return true }); !strings.HasPrefix(x.Status, "UP") {
 			t.Errorf("%s = %s, want UP", n, x.Status)
 		}
 	}
@@ -630,6 +631,11 @@ func TestLoadSteering(t *testing.T) {
 		s.wait("couchdb-1", "maint after drain", maint)
 		_ = s.node(1).SetMaintenance("")
 		s.wait("couchdb-1", "ready", ready)
+		// On a busy machine the drain can end before many requests went through: keep
+		// the load on (within the context's deadline) until there are enough to judge.
+		for ok.Load()+failed.Load() < 50 && ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
+		}
 		cancel()
 		wg.Wait()
 		if failed.Load() != 0 || ok.Load() < 50 {
