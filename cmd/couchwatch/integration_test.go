@@ -56,7 +56,8 @@ type stackOpts struct {
 func fastEnv() map[string]string {
 	return map[string]string{
 		"COUCHWATCH_PROBE_INTERVAL":      "50ms",
-		"COUCHWATCH_PROBE_TIMEOUT":       "150ms",
+		"COUCHWATCH_PROBE_TIMEOUT":       "1s",    // deadlines a busy CI machine keeps:
+		"COUCHWATCH_PROBE_TIMEOUT_MIN":   "250ms", // a stall is not a hang
 		"COUCHWATCH_PROBE_FAST_INTERVAL": "20ms",
 		"COUCHWATCH_RISE":                "2",
 		"COUCHWATCH_FALL":                "2",
