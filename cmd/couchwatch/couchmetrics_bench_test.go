@@ -32,7 +32,7 @@ func BenchmarkCouchMetricsScrape(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		ms := withNode(fams, "couchdb-1")
+		ms, _ := withNode(fams, "couchdb-1")
 		if err := gathers(ms); err != nil { // as fetch does, and once more for the union
 			b.Fatal(err)
 		}
