@@ -14,6 +14,7 @@ import (
 
 	"github.com/medic/couchwatch/checks"
 	"github.com/medic/couchwatch/couch"
+	"github.com/medic/couchwatch/internal/promreg"
 )
 
 // ShardsConfig sets how the n=1 blast radius is read: which shard ranges of which
@@ -89,7 +90,7 @@ type shardWatcher struct {
 }
 
 func newShardWatcher(cfg ShardsConfig, timeout time.Duration, nodes []*couch.Node, snap func() []checks.Status,
-	log *slog.Logger, tl *timeline, reg prometheus.Registerer) *shardWatcher {
+	log *slog.Logger, tl *timeline, reg prometheus.Registerer) (*shardWatcher, error) {
 	w := &shardWatcher{cfg: cfg, timeout: timeout, nodes: nodes, snap: snap, log: log, tl: tl,
 		ranges: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_shard_ranges_unavailable",
 			Help: "Shard ranges of the database that no answering node holds (n=1: a lost node's ranges). Databases: CHT's first, at most COUCHWATCH_SHARDS_MAX_DBS."},
@@ -103,8 +104,7 @@ func newShardWatcher(cfg ShardsConfig, timeout time.Duration, nodes []*couch.Nod
 		readFails: prometheus.NewCounter(prometheus.CounterOpts{Name: "couchwatch_shard_map_read_errors_total",
 			Help: "Failed reads of /_all_dbs or /{db}/_shards."}),
 	}
-	reg.MustRegister(w.ranges, w.dbsLost, w.logins, w.readTS, w.readFails)
-	return w
+	return w, promreg.Register(reg, w.ranges, w.dbsLost, w.logins, w.readTS, w.readFails)
 }
 
 // run reads the shard maps at start (retrying every second until a node answers),

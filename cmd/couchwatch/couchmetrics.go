@@ -14,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/medic/couchwatch/couch"
+	"github.com/medic/couchwatch/internal/promreg"
 )
 
 // CouchMetricsConfig sets the re-export of CouchDB's own metrics.
@@ -84,7 +85,7 @@ func (a familySigs) conflict(b familySigs) string {
 	return ""
 }
 
-func newCouchMetrics(cfg CouchMetricsConfig, nodes []*couch.Node, log *slog.Logger, reg prometheus.Registerer) *couchMetrics {
+func newCouchMetrics(cfg CouchMetricsConfig, nodes []*couch.Node, log *slog.Logger, reg prometheus.Registerer) (*couchMetrics, error) {
 	c := &couchMetrics{cfg: cfg, nodes: nodes, log: log, last: map[string][]prometheus.Metric{}, sigs: map[string]familySigs{}, fail: map[string]string{},
 		success: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couchwatch_couchdb_metrics_scrape_success",
 			Help: "1 if the last scrape of the node's /_node/_local/_prometheus succeeded."}, []string{"node"}),
@@ -99,8 +100,7 @@ func newCouchMetrics(cfg CouchMetricsConfig, nodes []*couch.Node, log *slog.Logg
 		c.success.WithLabelValues(n.Name())
 		c.series.WithLabelValues(n.Name())
 	}
-	reg.MustRegister(c, c.success, c.duration, c.lastOK, c.series)
-	return c
+	return c, promreg.Register(reg, c, c.success, c.duration, c.lastOK, c.series)
 }
 
 // Describe sends nothing: an unchecked collector (CouchDB's names are not known in advance).

@@ -249,10 +249,16 @@ func newApp(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*app, error
 	a.runner = checks.NewRunner(cfg.Checks, a.nodes, log, cm, a.clk)
 	a.verdicts = a.runner
 	if cfg.CouchMetrics.On {
-		a.couchm = newCouchMetrics(cfg.CouchMetrics, a.nodes, log, reg)
+		if a.couchm, err = newCouchMetrics(cfg.CouchMetrics, a.nodes, log, reg); err != nil {
+			a.close()
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
 	}
 	if cfg.Shards.Refresh > 0 {
-		a.shards = newShardWatcher(cfg.Shards, cfg.Checks.SystemTimeout, a.nodes, a.runner.Snapshot, log, a.timeline, reg)
+		if a.shards, err = newShardWatcher(cfg.Shards, cfg.Checks.SystemTimeout, a.nodes, a.runner.Snapshot, log, a.timeline, reg); err != nil {
+			a.close()
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
 	}
 
 	if a.hm, err = haproxy.NewMetrics(reg); err != nil {
