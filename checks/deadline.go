@@ -13,8 +13,9 @@ const deadlineWindow = 16
 // not slow but stopped.
 const deadlineFactor = 4
 
-// deadline learns how long one node's /_up may take: deadlineFactor times the slowest of
-// its last deadlineWindow answers, never below a floor (so that jitter of a fast node,
+// deadline learns how long one node's /_up may take: deadlineFactor times the second
+// slowest of its last deadlineWindow answers (one spike in the window is jitter, two are
+// the node's latency), never below a floor (so that jitter of a fast node,
 // a GC pause or a busy machine is not a failure) and never above a cap (so that a node
 // cannot train it to wait forever). Before the first answer it is the cap. It is pure:
 // the runner feeds it latencies.
@@ -39,9 +40,18 @@ func (d *deadline) get(floor, ceiling time.Duration) time.Duration {
 	if d.n == 0 {
 		return ceiling
 	}
-	slowest := time.Duration(0)
+	// The second slowest: one spike in the window is jitter, two are the node's latency.
+	var first, second time.Duration
 	for _, l := range d.recent[:d.n] {
-		slowest = max(slowest, l)
+		switch {
+		case l > first:
+			first, second = l, first
+		case l > second:
+			second = l
+		}
 	}
-	return min(max(deadlineFactor*slowest, floor), ceiling)
+	if d.n == 1 {
+		second = first
+	}
+	return min(max(deadlineFactor*second, floor), ceiling)
 }

@@ -22,10 +22,12 @@ func TestDeadline(t *testing.T) {
 	}{
 		{"no answer yet: the cap", nil, ceiling},
 		{"fast node: the floor", []time.Duration{3 * ms, 2 * ms, 4 * ms}, floor},
-		{"slowest recent answer times the factor", []time.Duration{5 * ms, 30 * ms, 10 * ms}, 120 * ms},
+		{"second slowest recent answer times the factor", []time.Duration{5 * ms, 40 * ms, 30 * ms, 10 * ms}, 120 * ms},
+		{"one spike is jitter", []time.Duration{5 * ms, 90 * ms, 10 * ms}, floor},
+		{"one answer so far", []time.Duration{30 * ms}, 120 * ms},
 		{"slow node: capped", []time.Duration{400 * ms, 300 * ms}, ceiling},
-		{"old spike forgotten after the window", append([]time.Duration{100 * ms}, ramp(ms, ms, deadlineWindow)...), floor},
-		{"spike still in the window", append(ramp(ms, ms, deadlineWindow-1), 100*ms), 400 * ms},
+		{"old spikes forgotten after the window", append([]time.Duration{100 * ms, 100 * ms}, ramp(ms, ms, deadlineWindow)...), floor},
+		{"two spikes still in the window", append(ramp(ms, ms, deadlineWindow-2), 100*ms, 100*ms), 400 * ms},
 		{"end of a 5-400 ms ramp", ramp(5*ms, 400*ms, 40), ceiling},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

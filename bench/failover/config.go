@@ -147,7 +147,7 @@ func methods() []method {
 		{
 			Key: "cw-default", Name: "couchwatch (defaults)", Tuning: map[string]string{},
 			Timeouts: chtTimeouts,
-			Desc:     "runtime API, every setting at its default (probe every 250ms, deadline D learnt per node: 4x its slowest of the last 16 answers within 75ms-1s, a second opinion on a fresh connection at once after an error or after D/2 of silence, down after 1.5 D, every other node asked at once when one goes down, fall 2, rise 2, hold connection); no HAProxy checks",
+			Desc:     "runtime API, every setting at its default (probe every 250ms, deadline D learnt per node: 4x its second slowest of the last 16 answers within 75ms-1s, a second opinion on a fresh connection at once after an error or after D/2 of silence, down after 1.5 D, every other node asked at once when one goes down, fall 2, rise 2, hold connection); no HAProxy checks",
 		},
 		{
 			Key: "hap-tcp", Name: "HAProxy TCP check (CHT)", ServerExtra: "check inter 2s fall 3 rise 2",
