@@ -11,8 +11,8 @@ import (
 type Config struct {
 	Interval time.Duration `env:"COUCHWATCH_PROBE_INTERVAL, default=250ms" desc:"interval between /_up probes of a node"`
 	// Timeout caps each node's /_up deadline, which is learnt from the node's own recent
-	// answers (4x the slowest of the last 16) and never below TimeoutMin.
-	Timeout            time.Duration `env:"COUCHWATCH_PROBE_TIMEOUT, default=1s" desc:"longest deadline of one /_up probe: each node's deadline is learnt from its own answers (4x the slowest of the last 16), capped by this"`
+	// answers (4x the second slowest of the last 16) and never below TimeoutMin.
+	Timeout            time.Duration `env:"COUCHWATCH_PROBE_TIMEOUT, default=1s" desc:"longest deadline of one /_up probe: each node's deadline is learnt from its own answers (4x the second slowest of the last 16), capped by this"`
 	TimeoutMin         time.Duration `env:"COUCHWATCH_PROBE_TIMEOUT_MIN, default=75ms" desc:"shortest deadline of one /_up probe (a fast node's learnt deadline never goes below it)"`
 	FastInterval       time.Duration `env:"COUCHWATCH_PROBE_FAST_INTERVAL, default=100ms" desc:"interval between probes while a node changes state (like HAProxy's fastinter)"`
 	Rise               int           `env:"COUCHWATCH_RISE, default=2" desc:"consecutive good probes before a node is up"`
