@@ -28,8 +28,10 @@ import (
 	"time"
 
 	"github.com/medic/couchwatch/bench/internal/benchkit"
+	"github.com/medic/couchwatch/checks"
 	"github.com/medic/couchwatch/couch/couchtest"
 	"github.com/medic/couchwatch/haproxy/haproxytest"
+	"github.com/medic/couchwatch/internal/envconf"
 )
 
 type config struct {
@@ -334,7 +336,9 @@ func write(w io.Writer, cfg config, started time.Time, rows []row) {
 	fmt.Fprintf(w, "# scale: %s, %s/%s, %d CPUs, HAProxy 2.6\n", started.UTC().Format("2006-01-02 15:04 MST"),
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
 	if len(cfg.Env) == 0 {
-		fmt.Fprintf(w, "\ncouchwatch at its defaults (runtime API, probe 500ms, _system 5s, membership 5s, reconcile 1s, hold connection),\n")
+		d := envconf.Defaults[checks.Config]()
+		fmt.Fprintf(w, "\ncouchwatch at its defaults (runtime API, probe %s, _system %s, membership %s, reconcile 1s, hold connection),\n",
+			d.Interval, d.SystemInterval, d.MembershipInterval)
 	} else {
 		fmt.Fprintf(w, "\ncouchwatch with %v (diagnostic run; the rest at defaults),\n", cfg.Env)
 	}
