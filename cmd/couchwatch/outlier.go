@@ -68,96 +68,149 @@ type outlierFinding struct {
 func detectOutliers(prev outlierState, servers []haproxy.Server, now time.Time) (map[string]outlierFinding, outlierState) {
 	next := outlierState{last: map[string]haproxy.Traffic{}, window: map[string][]trafficDelta{},
 		flagged: map[string]outlierFinding{}, since: map[string]time.Time{}}
-	type stat struct {
-		name           string
-		requests, fail int64
-		rtime          int
-		http           bool
-	}
-	var stats []stat
+	stats := make([]serverStat, 0, len(servers))
 	for _, s := range servers {
-		t := s.Traffic
-		next.last[s.Name] = t
-		var win []trafficDelta
-		for _, d := range prev.window[s.Name] {
-			if now.Sub(d.at) < outlierWindow {
-				win = append(win, d)
-			}
-		}
-		if old, ok := prev.last[s.Name]; ok {
-			// A retried 500 is only in Retries (haproxy.Traffic): every retry is a failed attempt.
-			req := (t.Responses + t.RespErrors + t.ConnErrors + t.Retries) - (old.Responses + old.RespErrors + old.ConnErrors + old.Retries)
-			fail := (t.Resp5xx + t.RespErrors + t.ConnErrors + t.Retries) - (old.Resp5xx + old.RespErrors + old.ConnErrors + old.Retries)
-			if req < 0 || fail < 0 || fail > req || t.Responses < old.Responses {
-				win = nil // counters reset: start again
-			} else if req > 0 {
-				win = append(win, trafficDelta{at: now, requests: req, fail: fail})
-			}
-		}
-		next.window[s.Name] = win
-		st := stat{name: s.Name, rtime: t.RespTimeMs, http: t.HTTP}
-		for _, d := range win {
-			st.requests += d.requests
-			st.fail += d.fail
-		}
-		stats = append(stats, st)
+		next.last[s.Name] = s.Traffic
+		next.window[s.Name] = slideWindow(prev, s, now)
+		stats = append(stats, sumWindow(s, next.window[s.Name]))
 	}
-
 	found := map[string]outlierFinding{}
 	for i, s := range stats {
-		if !s.http {
-			continue
-		}
-		best := -1.0 // the healthiest peer's failure rate, -1 while no peer has enough traffic
-		var peerRtime []int
-		for j, p := range stats {
-			if j == i || !p.http {
-				continue
-			}
-			if p.requests >= outlierMinRequests {
-				if r := float64(p.fail) / float64(p.requests); best < 0 || r < best {
-					best = r
-				}
-			}
-			if p.requests > 0 {
-				peerRtime = append(peerRtime, p.rtime)
-			}
-		}
-		var f outlierFinding
-		if best >= 0 && s.requests >= outlierMinRequests && s.fail >= outlierMinFailures {
-			ratio := float64(s.fail) / float64(s.requests)
-			if ratio >= outlierFailRatio && ratio >= outlierPeerFactor*best {
-				f.Failing, f.severity = true, 1+ratio
-				f.Reason = fmt.Sprintf("haproxy traffic: %d of %d requests failed in %s (healthiest peer %.0f%%)",
-					s.fail, s.requests, outlierWindow, 100*best)
-			}
-		}
-		if len(peerRtime) > 0 && s.requests > 0 {
-			sort.Ints(peerRtime)
-			med := float64(peerRtime[len(peerRtime)/2])
-			if len(peerRtime)%2 == 0 {
-				med = float64(peerRtime[len(peerRtime)/2-1]+peerRtime[len(peerRtime)/2]) / 2
-			}
-			if s.rtime >= outlierSlowMs && float64(s.rtime) >= outlierPeerFactor*max(med, 1) {
-				f.Slow = true
-				f.severity = max(f.severity, float64(s.rtime)/max(med, 1)/1000)
-				if f.Reason == "" {
-					f.Reason = fmt.Sprintf("haproxy traffic: response time %d ms, peers %.0f ms", s.rtime, med)
-				}
-			}
-		}
-		if f.Reason != "" {
+		if f := judge(s, peersOf(stats, i)); f.Reason != "" {
 			found[s.name] = f
 		}
 	}
-	// A finding holds for outlierHold.
+	holdFindings(found, prev, servers, now)
+	for _, name := range capFindings(found, prev, len(servers)) {
+		next.flagged[name] = found[name]
+		next.since[name] = prev.since[name]
+		if _, was := prev.flagged[name]; !was {
+			next.since[name] = now
+		}
+	}
+	return next.flagged, next
+}
+
+// serverStat is one server's traffic over the window.
+type serverStat struct {
+	name           string
+	requests, fail int64
+	rtime          int
+	http           bool
+}
+
+// slideWindow drops the deltas older than outlierWindow and adds this pass's; a counter
+// that went backwards empties the window.
+func slideWindow(prev outlierState, s haproxy.Server, now time.Time) []trafficDelta {
+	t := s.Traffic
+	var win []trafficDelta
+	for _, d := range prev.window[s.Name] {
+		if now.Sub(d.at) < outlierWindow {
+			win = append(win, d)
+		}
+	}
+	old, ok := prev.last[s.Name]
+	if !ok {
+		return win
+	}
+	// A retried 500 is only in Retries (haproxy.Traffic): every retry is a failed attempt.
+	req := (t.Responses + t.RespErrors + t.ConnErrors + t.Retries) - (old.Responses + old.RespErrors + old.ConnErrors + old.Retries)
+	fail := (t.Resp5xx + t.RespErrors + t.ConnErrors + t.Retries) - (old.Resp5xx + old.RespErrors + old.ConnErrors + old.Retries)
+	switch {
+	case req < 0 || fail < 0 || fail > req || t.Responses < old.Responses:
+		return nil // counters reset: start again
+	case req > 0:
+		win = append(win, trafficDelta{at: now, requests: req, fail: fail})
+	}
+	return win
+}
+
+func sumWindow(s haproxy.Server, win []trafficDelta) serverStat {
+	st := serverStat{name: s.Name, rtime: s.Traffic.RespTimeMs, http: s.Traffic.HTTP}
+	for _, d := range win {
+		st.requests += d.requests
+		st.fail += d.fail
+	}
+	return st
+}
+
+// peers is what a server is compared with: the healthiest peer's failure rate (-1 while
+// no peer has enough traffic) and the response times of the peers that had traffic.
+type peers struct {
+	bestRate float64
+	rtimes   []int
+}
+
+func peersOf(stats []serverStat, self int) peers {
+	p := peers{bestRate: -1}
+	for j, o := range stats {
+		if j == self || !o.http {
+			continue
+		}
+		if o.requests >= outlierMinRequests {
+			if r := float64(o.fail) / float64(o.requests); p.bestRate < 0 || r < p.bestRate {
+				p.bestRate = r
+			}
+		}
+		if o.requests > 0 {
+			p.rtimes = append(p.rtimes, o.rtime)
+		}
+	}
+	sort.Ints(p.rtimes)
+	return p
+}
+
+// judge finds whether one server is failing or slow against its peers.
+func judge(s serverStat, p peers) outlierFinding {
+	var f outlierFinding
+	if !s.http {
+		return f
+	}
+	if p.bestRate >= 0 && s.requests >= outlierMinRequests && s.fail >= outlierMinFailures {
+		ratio := float64(s.fail) / float64(s.requests)
+		if ratio >= outlierFailRatio && ratio >= outlierPeerFactor*p.bestRate {
+			f.Failing, f.severity = true, 1+ratio
+			f.Reason = fmt.Sprintf("haproxy traffic: %d of %d requests failed in %s (healthiest peer %.0f%%)",
+				s.fail, s.requests, outlierWindow, 100*p.bestRate)
+		}
+	}
+	if len(p.rtimes) == 0 || s.requests == 0 {
+		return f
+	}
+	med := median(p.rtimes)
+	if s.rtime >= outlierSlowMs && float64(s.rtime) >= outlierPeerFactor*max(med, 1) {
+		f.Slow = true
+		f.severity = max(f.severity, float64(s.rtime)/max(med, 1)/1000)
+		if f.Reason == "" {
+			f.Reason = fmt.Sprintf("haproxy traffic: response time %d ms, peers %.0f ms", s.rtime, med)
+		}
+	}
+	return f
+}
+
+// median of sorted, non-empty xs.
+func median(xs []int) float64 {
+	n := len(xs)
+	if n%2 == 0 {
+		return float64(xs[n/2-1]+xs[n/2]) / 2
+	}
+	return float64(xs[n/2])
+}
+
+// holdFindings keeps a finding of the last pass for outlierHold after its evidence went,
+// while its server is still in the backend.
+func holdFindings(found map[string]outlierFinding, prev outlierState, servers []haproxy.Server, now time.Time) {
 	for name, f := range prev.flagged {
-		if _, still := found[name]; !still && now.Sub(prev.since[name]) < outlierHold && slices.ContainsFunc(servers, func(s haproxy.Server) bool { return s.Name == name }) {
+		if _, still := found[name]; !still && now.Sub(prev.since[name]) < outlierHold &&
+			slices.ContainsFunc(servers, func(s haproxy.Server) bool { return s.Name == name }) {
 			found[name] = f
 		}
 	}
-	// The cap: the worst first, at most outlierMaxShare of the servers (at least one).
-	limit := max(1, int(float64(len(servers))*outlierMaxShare))
+}
+
+// capFindings names the findings kept: the worst first (those already flagged keep their
+// place), at most outlierMaxShare of the servers (at least one).
+func capFindings(found map[string]outlierFinding, prev outlierState, servers int) []string {
 	names := make([]string, 0, len(found))
 	for name := range found {
 		names = append(names, name)
@@ -167,24 +220,14 @@ func detectOutliers(prev outlierState, servers []haproxy.Server, now time.Time) 
 		_, ka := prev.flagged[names[a]]
 		_, kb := prev.flagged[names[b]]
 		if ka != kb {
-			return ka // those already flagged keep their place
+			return ka
 		}
 		if fa.severity != fb.severity {
 			return fa.severity > fb.severity
 		}
 		return names[a] < names[b]
 	})
-	for i, name := range names {
-		if i >= limit {
-			break
-		}
-		next.flagged[name] = found[name]
-		next.since[name] = prev.since[name]
-		if _, was := prev.flagged[name]; !was {
-			next.since[name] = now
-		}
-	}
-	return next.flagged, next
+	return names[:min(len(names), max(1, int(float64(servers)*outlierMaxShare)))]
 }
 
 // applyOutliers returns statuses with the findings applied: a failing node that is Up
