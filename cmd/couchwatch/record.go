@@ -14,7 +14,18 @@ func (a *app) recordPass(prev, ps passState) {
 	if a.shards != nil {
 		a.shards.update(ps.at, ps.statuses, ps.dec.FailOpen)
 	}
-	tl := a.timeline
+	nodeOf := make(map[string]string, len(ps.servers))
+	for n, s := range ps.servers {
+		nodeOf[s] = n
+	}
+	a.recordVerdicts(prev, ps)
+	a.recordCommands(ps, nodeOf)
+	a.recordSkips(prev, ps, nodeOf)
+	a.recordEpisodes(prev, ps)
+}
+
+// recordVerdicts adds one event per verdict change.
+func (a *app) recordVerdicts(prev, ps passState) {
 	was := make(map[string]checks.Status, len(prev.statuses))
 	for _, st := range prev.statuses {
 		was[st.Node] = st
@@ -24,13 +35,13 @@ func (a *app) recordPass(prev, ps passState) {
 		if !ok || old.Verdict == st.Verdict {
 			continue
 		}
-		tl.add(Event{At: st.Since, Kind: evVerdict, Node: st.Node, Server: ps.servers[st.Node],
+		a.timeline.add(Event{At: st.Since, Kind: evVerdict, Node: st.Node, Server: ps.servers[st.Node],
 			Text: old.Verdict.String() + " → " + st.Verdict.String(), Reason: st.Reason})
 	}
-	nodeOf := make(map[string]string, len(ps.servers))
-	for n, s := range ps.servers {
-		nodeOf[s] = n
-	}
+}
+
+// recordCommands adds one event per HAProxy command sent, with its reason.
+func (a *app) recordCommands(ps passState, nodeOf map[string]string) {
 	for _, c := range ps.commands {
 		text := c.Text
 		if a.cfg.DryRun {
@@ -44,18 +55,27 @@ func (a *app) recordPass(prev, ps passState) {
 		default:
 			reason += ": " + c.Detail
 		}
-		tl.add(Event{At: ps.at, Kind: evCommand, Node: nodeOf[c.Server], Server: c.Server, Text: text, Reason: reason})
+		a.timeline.add(Event{At: ps.at, Kind: evCommand, Node: nodeOf[c.Server], Server: c.Server, Text: text, Reason: reason})
 	}
+}
+
+// recordSkips adds one event per refusal, when it begins.
+func (a *app) recordSkips(prev, ps passState, nodeOf map[string]string) {
 	seen := make(map[haproxy.Skip]bool, len(prev.skips))
 	for _, s := range prev.skips {
 		seen[s] = true
 	}
 	for _, s := range ps.skips {
 		if !seen[s] {
-			tl.add(Event{At: ps.at, Kind: evRefused, Node: nodeOf[s.Server], Server: s.Server,
+			a.timeline.add(Event{At: ps.at, Kind: evRefused, Node: nodeOf[s.Server], Server: s.Server,
 				Text: "refused " + string(s.Want), Reason: s.Reason + " (" + skipRule(s.Reason) + ")"})
 		}
 	}
+}
+
+// recordEpisodes adds the beginning and end of fail-open, budget and runtime-API episodes.
+func (a *app) recordEpisodes(prev, ps passState) {
+	tl := a.timeline
 	switch {
 	case ps.dec.FailOpen && !prev.dec.FailOpen:
 		tl.add(Event{At: ps.at, Kind: evFailOpen, Text: "fail open began: every server handed back to HAProxy",
