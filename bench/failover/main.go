@@ -21,10 +21,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/medic/couchwatch/bench/internal/benchkit"
 )
 
 func main() {
@@ -53,29 +53,12 @@ func mainErr() int {
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
-	cfg.Methods = splitList(*methods)
-	cfg.Faults = splitList(*faults)
-	if err := cfg.validate(); err != nil {
-		fmt.Fprintln(os.Stderr, "failover:", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if _, err := run(ctx, cfg, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "failover:", err)
-		return 1
-	}
-	return 0
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
+	cfg.Methods = benchkit.SplitList(*methods)
+	cfg.Faults = benchkit.SplitList(*faults)
+	return benchkit.Run("failover", cfg.validate, func(ctx context.Context) error {
+		_, err := run(ctx, cfg, os.Stdout, os.Stderr)
+		return err
+	})
 }
 
 // run measures every cell, prints the tables to out (progress to progress) and

@@ -17,9 +17,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/medic/couchwatch/bench/internal/benchkit"
@@ -78,22 +75,11 @@ func mainErr() int {
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
-	for _, s := range strings.Split(*list, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			cfg.Scenarios = append(cfg.Scenarios, s)
-		}
-	}
-	if err := cfg.validate(); err != nil {
-		fmt.Fprintln(os.Stderr, "faults:", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if _, err := run(ctx, cfg, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "faults:", err)
-		return 1
-	}
-	return 0
+	cfg.Scenarios = append(cfg.Scenarios, benchkit.SplitList(*list)...)
+	return benchkit.Run("faults", cfg.validate, func(ctx context.Context) error {
+		_, err := run(ctx, cfg, os.Stdout, os.Stderr)
+		return err
+	})
 }
 
 // section is what one scenario prints: a title, what was done, a table and notes.

@@ -18,10 +18,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"runtime"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/medic/couchwatch/bench/internal/benchkit"
@@ -111,23 +109,11 @@ func mainErr() int {
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
-	cfg.Methods = nil
-	for _, m := range strings.Split(*methods, ",") {
-		if m = strings.TrimSpace(m); m != "" {
-			cfg.Methods = append(cfg.Methods, m)
-		}
-	}
-	if err := cfg.validate(); err != nil {
-		fmt.Fprintln(os.Stderr, "load:", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if _, err := run(ctx, cfg, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "load:", err)
-		return 1
-	}
-	return 0
+	cfg.Methods = benchkit.SplitList(*methods)
+	return benchkit.Run("load", cfg.validate, func(ctx context.Context) error {
+		_, err := run(ctx, cfg, os.Stdout, os.Stderr)
+		return err
+	})
 }
 
 // row is one method's measurement.

@@ -20,11 +20,9 @@ import (
 	"io"
 	"math"
 	"os"
-	"os/signal"
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/medic/couchwatch/bench/internal/benchkit"
@@ -106,17 +104,10 @@ func mainErr() int {
 		}
 		cfg.Env[k] = v
 	}
-	if err := cfg.validate(); err != nil {
-		fmt.Fprintln(os.Stderr, "scale:", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if _, err := run(ctx, cfg, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "scale:", err)
-		return 1
-	}
-	return 0
+	return benchkit.Run("scale", cfg.validate, func(ctx context.Context) error {
+		_, err := run(ctx, cfg, os.Stdout, os.Stderr)
+		return err
+	})
 }
 
 // row is one cluster size's measurement.
