@@ -259,6 +259,8 @@ func TestConfigBounds(t *testing.T) {
 		{"load latency", map[string]string{"COUCHWATCH_LOAD_LATENCY": "1000000h"},
 			"COUCHWATCH_LOAD_LATENCY must be within (0, 1m], got 1000000h0m0s"},
 		{"load sustain", map[string]string{"COUCHWATCH_LOAD_SUSTAIN": "-1s"}, "COUCHWATCH_LOAD_SUSTAIN must be within [0, 1h], got -1s"},
+		{"couchdb metrics total below one node's", map[string]string{"COUCHWATCH_COUCHDB_METRICS_MAX_TOTAL_SERIES": "100"},
+			"COUCHWATCH_COUCHDB_METRICS_MAX_TOTAL_SERIES must be >= COUCHWATCH_COUCHDB_METRICS_MAX_SERIES (5000), got 100"},
 	})
 }
 

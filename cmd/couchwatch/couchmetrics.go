@@ -29,6 +29,7 @@ type CouchMetricsConfig struct {
 	Interval  time.Duration `env:"COUCHWATCH_COUCHDB_METRICS_INTERVAL, default=30s" desc:"how often each node's CouchDB metrics are scraped (/metrics serves the last scrape)"`
 	Timeout   time.Duration `env:"COUCHWATCH_COUCHDB_METRICS_TIMEOUT, default=5s" desc:"deadline of one scrape of a node's CouchDB metrics"`
 	MaxSeries int           `env:"COUCHWATCH_COUCHDB_METRICS_MAX_SERIES, default=5000" desc:"most series accepted from one node's scrape (CouchDB 3.4.3 sends ~560)"`
+	MaxTotal  int           `env:"COUCHWATCH_COUCHDB_METRICS_MAX_TOTAL_SERIES, default=20000" desc:"most series re-exported for all nodes together (~35 CouchDB 3.4.3 nodes); past it a node's scrape is refused, which keeps memory within the container's limit (300 nodes: 229 MiB RSS uncapped)"`
 }
 
 // Validate reports every problem at once.
@@ -42,6 +43,9 @@ func (c CouchMetricsConfig) Validate() error {
 	}
 	if c.MaxSeries < 1 {
 		errs = append(errs, fmt.Errorf("COUCHWATCH_COUCHDB_METRICS_MAX_SERIES must be >= 1, got %d", c.MaxSeries))
+	}
+	if c.MaxTotal < c.MaxSeries {
+		errs = append(errs, fmt.Errorf("COUCHWATCH_COUCHDB_METRICS_MAX_TOTAL_SERIES must be >= COUCHWATCH_COUCHDB_METRICS_MAX_SERIES (%d), got %d", c.MaxSeries, c.MaxTotal))
 	}
 	return errors.Join(errs...)
 }
@@ -165,6 +169,15 @@ func (c *couchMetrics) scrape(ctx context.Context, n *couch.Node) {
 	// registry cost O(series x nodes) per scrape, O(N^2) a round: at 30 nodes it was
 	// most of couchwatch's CPU (bench/scale, 3.27 % of a core against 1.55 % without
 	// the re-export).
+	if total := c.totalExcept(n.Name()) + len(ms); total > c.cfg.MaxTotal {
+		c.success.WithLabelValues(n.Name()).Set(0)
+		if c.fail[n.Name()] != "total" {
+			c.log.Warn("couchdb metrics of this node not re-exported: every node's series together would pass the cap",
+				"node", n.Name(), "series", total, "cap", c.cfg.MaxTotal, "reason", "COUCHWATCH_COUCHDB_METRICS_MAX_TOTAL_SERIES")
+		}
+		c.fail[n.Name()] = "total"
+		return
+	}
 	var clash, with string
 	for other, os := range c.sigs {
 		if other != n.Name() {
@@ -192,6 +205,17 @@ func (c *couchMetrics) scrape(ctx context.Context, n *couch.Node) {
 	c.success.WithLabelValues(n.Name()).Set(1)
 	c.lastOK.WithLabelValues(n.Name()).Set(float64(time.Now().UnixNano()) / 1e9)
 	c.series.WithLabelValues(n.Name()).Set(float64(len(ms)))
+}
+
+// totalExcept counts the series kept for every node but one. Called with c.mu held.
+func (c *couchMetrics) totalExcept(node string) int {
+	total := 0
+	for name, ms := range c.last {
+		if name != node {
+			total += len(ms)
+		}
+	}
+	return total
 }
 
 // gathers reports whether ms gather cleanly in a registry of their own.

@@ -1,12 +1,18 @@
 package main
 
 import (
+	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/medic/couchwatch/couch"
+	"github.com/medic/couchwatch/couch/couchtest"
+	"github.com/medic/couchwatch/internal/envconf"
+	"github.com/medic/couchwatch/internal/testenv"
 )
 
 // The family signatures stand in for gathering every node's series together: where the
@@ -60,5 +66,59 @@ func TestCouchMetricsSignaturesMatchTheUnionGather(t *testing.T) {
 				t.Errorf("union gather error %v, but signature conflict %q", gerr, got)
 			}
 		})
+	}
+}
+
+// The cap on every node's series together: past it a node's scrape is refused (and said
+// so), the nodes already kept stay, and nothing else changes.
+func TestCouchMetricsTotalCap(t *testing.T) {
+	body, err := couch.Recorded("prometheus.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fams, err := couch.ParsePrometheus(body, 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, _ := withNode(fams, "x")
+	cl := couchtest.NewClusterT(t, 3, couchtest.Options{})
+	targets, err := couch.ParseServers(cl.Targets())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodes []*couch.Node
+	for _, tg := range targets {
+		n, err := couch.NewNode(tg, couch.Options{User: cl.User(), Password: cl.Password(), Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+	}
+	logs := &testenv.LogBuffer{}
+	cfg := envconf.Defaults[CouchMetricsConfig]()
+	cfg.MaxTotal = 2*len(one) + len(one)/2 // room for two nodes, not three
+	reg := prometheus.NewPedanticRegistry()
+	c, err := newCouchMetrics(cfg, nodes, slog.New(slog.NewTextHandler(logs, nil)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // a second round: the refusal is logged once
+		for _, n := range nodes {
+			c.scrape(t.Context(), n)
+		}
+	}
+	for i, want := range []float64{1, 1, 0} {
+		if got := testutil.ToFloat64(c.success.WithLabelValues(nodes[i].Name())); got != want {
+			t.Errorf("node %d scrape_success %v, want %v", i+1, got, want)
+		}
+	}
+	if got := testutil.CollectAndCount(c); got != 2*len(one) {
+		t.Errorf("%d series re-exported, want %d (two nodes)", got, 2*len(one))
+	}
+	if _, err := reg.Gather(); err != nil {
+		t.Errorf("/metrics no longer gathers: %v", err)
+	}
+	if got := strings.Count(logs.String(), "would pass the cap"); got != 1 {
+		t.Errorf("refusal logged %d times, want once:\n%s", got, logs.String())
 	}
 }
