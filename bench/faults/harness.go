@@ -129,6 +129,25 @@ func (r *rig) states() (map[string]benchkit.ServerState, error) {
 	return benchkit.ReadStates(r.hap.Socket(), backend)
 }
 
+// settled waits d for couchwatch to act, then reads HAProxy's servers and counts those
+// in rotation.
+func (r *rig) settled(ctx context.Context, d time.Duration) (map[string]benchkit.ServerState, int, error) {
+	if err := benchkit.Sleep(ctx, d); err != nil {
+		return nil, 0, err
+	}
+	st, err := r.states()
+	if err != nil {
+		return nil, 0, err
+	}
+	in := 0
+	for _, s := range st {
+		if s.InRotation() {
+			in++
+		}
+	}
+	return st, in, nil
+}
+
 // waitState polls HAProxy every 2 ms until cond holds for server; it returns how long.
 func (r *rig) waitState(ctx context.Context, server string, cond func(benchkit.ServerState) bool, timeout time.Duration) (time.Duration, error) {
 	start := time.Now()

@@ -109,18 +109,9 @@ func runServing(ctx context.Context, cfg config, bin string) ([]string, error) {
 			return nil, err
 		}
 	}
-	if err := benchkit.Sleep(ctx, 3*time.Second); err != nil { // let couchwatch act on both
-		return nil, err
-	}
-	st, err := r.states()
+	_, in, err := r.settled(ctx, 3*time.Second) // let couchwatch act on both
 	if err != nil {
 		return nil, err
-	}
-	in := 0
-	for _, s := range st {
-		if s.InRotation() {
-			in++
-		}
 	}
 	failed := 0
 	client := benchkit.NewClient(2 * time.Second)
@@ -250,18 +241,9 @@ func runCapacity(ctx context.Context, cfg config, bin string) ([]string, error) 
 	}); err != nil {
 		return nil, fmt.Errorf("node 2 never degraded: %w", err)
 	}
-	if err := benchkit.Sleep(ctx, 2*time.Second); err != nil { // steady state
-		return nil, err
-	}
-	st, err := r.states()
+	st, in, err := r.settled(ctx, 2*time.Second) // steady state
 	if err != nil {
 		return nil, err
-	}
-	in := 0
-	for _, s := range st {
-		if s.InRotation() {
-			in++
-		}
 	}
 	admin := "ready"
 	switch s := st["couchdb-2"]; {
@@ -404,18 +386,9 @@ func runPrefix(ctx context.Context, cfg config, bin string) ([]string, error) {
 	if err := benchkit.WaitFor(ctx, 10*time.Second, 10*time.Millisecond, func() (bool, error) { return refused.Load() > 0, nil }); err != nil {
 		return nil, fmt.Errorf("couchdb-1's ready never sent: %w", err)
 	}
-	if err := benchkit.Sleep(ctx, 2*time.Second); err != nil { // several passes
-		return nil, err
-	}
-	st, err := r.states()
+	_, in, err := r.settled(ctx, 2*time.Second) // several passes
 	if err != nil {
 		return nil, err
-	}
-	in := 0
-	for _, s := range st {
-		if s.InRotation() {
-			in++
-		}
 	}
 	return []string{strconv.Itoa(in)}, nil
 }
