@@ -18,14 +18,6 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(benchkit.TestMain(m)) }
 
-type logWriter struct{ t *testing.T }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 // The re-implemented CHT agent answers "up" only while every cluster node is in the
 // first node's all_nodes, the same answer for every server, and "down" when the first
 // node cannot be asked.
@@ -106,7 +98,7 @@ func TestFailoverSmoke(t *testing.T) {
 	}
 	ctx := testenv.Context(t) // couchwatch was built by TestMain, outside this deadline
 	var out bytes.Buffer
-	rep, err := run(ctx, cfg, &out, logWriter{t})
+	rep, err := run(ctx, cfg, &out, benchkit.TestLog{T: t})
 	if err != nil {
 		t.Fatal(err)
 	}

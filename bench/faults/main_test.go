@@ -13,13 +13,6 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(benchkit.TestMain(m)) }
 
-type logWriter struct{ t *testing.T }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 // A short run of every scenario: the tables hold every row, couchwatch keeps the hung
 // _users-shard node out and only it. Timings are not asserted: they come from a full run.
 func TestFaultsSmoke(t *testing.T) {
@@ -32,7 +25,7 @@ func TestFaultsSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	secs, err := run(testenv.Context(t), cfg, &out, logWriter{t})
+	secs, err := run(testenv.Context(t), cfg, &out, benchkit.TestLog{T: t})
 	if err != nil {
 		t.Fatal(err)
 	}

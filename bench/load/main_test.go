@@ -13,13 +13,6 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(benchkit.TestMain(m)) }
 
-type logWriter struct{ t *testing.T }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 // A short run of the whole harness: couchwatch must steer the saturated server away
 // within the warm-up, every method must get answers, and the table must hold every row.
 // Latencies are not asserted: the numbers come from a full run.
@@ -36,7 +29,7 @@ func TestLoadSmoke(t *testing.T) {
 	}
 	ctx := testenv.Context(t) // couchwatch was built by TestMain, outside this deadline
 	var out bytes.Buffer
-	rows, err := run(ctx, cfg, &out, logWriter{t})
+	rows, err := run(ctx, cfg, &out, benchkit.TestLog{T: t})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,13 +13,6 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(benchkit.TestMain(m)) }
 
-type logWriter struct{ t *testing.T }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 // A short run of the whole harness on a small cluster: couchwatch must see every node
 // up, run reconcile passes, and take every stopped node out of HAProxy's rotation; the
 // table must hold both sizes and the ratio row. Speed is not asserted.
@@ -35,7 +28,7 @@ func TestScaleSmoke(t *testing.T) {
 	}
 	ctx := testenv.Context(t) // couchwatch was built by TestMain, outside this deadline
 	var out bytes.Buffer
-	rows, err := run(ctx, cfg, &out, logWriter{t})
+	rows, err := run(ctx, cfg, &out, benchkit.TestLog{T: t})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/medic/couchwatch/internal/testenv"
@@ -27,4 +28,13 @@ func TestMain(m *testing.M) int {
 		}
 		return nil
 	})
+}
+
+// TestLog is a harness's progress writer in a test: each write becomes one t.Log line.
+type TestLog struct{ T testing.TB }
+
+func (w TestLog) Write(p []byte) (int, error) {
+	w.T.Helper()
+	w.T.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
